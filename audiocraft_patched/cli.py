@@ -1,0 +1,171 @@
+"""Command line: `audiocraft-patched generate` and `audiocraft-patched inspect`.
+
+    audiocraft-patched generate "calm piano" -o out.wav            # the embedded default model
+    audiocraft-patched generate ./musicgen-small "calm piano" -o out.wav --duration 8
+    audiocraft-patched inspect facebook/musicgen-small             # from the local HF cache
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+BUILTIN = ("default", "debug")
+
+
+def _looks_like_model(arg: str) -> bool:
+    """Whether the first positional of `generate` names a model rather than a prompt."""
+    if arg in BUILTIN or Path(arg).expanduser().is_dir():
+        return True
+    from .models.loaders import LM_FILE, CheckpointError, resolve_file
+
+    if arg.count("/") != 1 or " " in arg:
+        return False
+    try:
+        resolve_file(arg, LM_FILE)
+        return True
+    except CheckpointError:
+        return False
+
+
+def _load(name: str, device: str):
+    from .models import MusicGen
+
+    if name == "default":
+        from .default_model import UNTRAINED_NOTE
+
+        print(f"note: {UNTRAINED_NOTE}", file=sys.stderr)
+    return MusicGen.get_pretrained(name, device=device)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .data.audio import audio_write
+
+    words = list(args.words)
+    model_name = args.model
+    if model_name is None:
+        model_name = words.pop(0) if len(words) >= 2 and _looks_like_model(words[0]) else "default"
+    if not words:
+        raise SystemExit("error: give at least one prompt, e.g. generate \"calm piano\" -o out.wav")
+    if args.duration <= 0:
+        raise SystemExit(f"error: --duration must be > 0 seconds, got {args.duration}")
+    torch.set_num_threads(args.threads) if args.threads else None
+    model = _load(model_name, args.device)
+    model.set_generation_params(duration=args.duration, top_k=args.top_k, top_p=args.top_p,
+                                temperature=args.temperature, cfg_coef=args.cfg_coef,
+                                use_sampling=not args.greedy, extend_stride=args.extend_stride)
+    out = Path(args.output)
+    stems = [out.with_suffix("")] if len(words) == 1 else [out.with_name(f"{out.stem}_{i}") for i in range(len(words))]
+    for stem in stems:  # refuse before spending minutes generating
+        target = stem.with_suffix(".wav")
+        if target.exists() and not args.overwrite:
+            raise SystemExit(f"error: {target} exists; pass --overwrite to replace it or choose another -o")
+    bar = tqdm(total=None, unit="step", desc="generating", disable=args.quiet)
+
+    def progress(done: int, total: int):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    model.set_custom_progress_callback(progress)
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    wav, tokens = model.generate(words, progress=True, return_tokens=True)
+    bar.close()
+    total = time.perf_counter() - start
+    steps = tokens.shape[-1] + model.lm.num_codebooks - 1
+    t = model.timings
+    print(f"timing: conditioning {t.get('conditioning', 0) * 1e3:.1f} ms | LM {t.get('lm', 0):.2f} s "
+          f"({t.get('lm', 0) / max(steps, 1) * 1e3:.1f} ms/step) | decode {t.get('decode', 0):.2f} s | "
+          f"total {total:.2f} s")
+    for stem, audio in zip(stems, wav):
+        path = audio_write(stem, audio.cpu(), model.sample_rate, strategy="loudness", overwrite=args.overwrite)
+        print(f"wrote {path} ({audio.shape[-1] / model.sample_rate:.2f} s, {model.sample_rate} Hz, "
+              f"{audio.shape[0]} channel{'s' if audio.shape[0] > 1 else ''})")
+    return 0
+
+
+def describe(model) -> list[str]:
+    """Human-readable summary of a loaded MusicGen."""
+    lm = model.lm
+    lines = [f"model: {model.name}"]
+    for name, cond in lm.condition_provider.conditioners.items():
+        encoder = getattr(cond, "encoder", None)
+        kind = type(cond).__name__
+        if encoder is not None:
+            n = sum(p.numel() for p in encoder.parameters())
+            lines.append(f"conditioner {name!r}: {kind}, encoder {cond.name!r} ({type(encoder).__name__}, "
+                         f"width {cond.dim}, {n / 1e6:.2f}M params, {'fine-tuned' if cond.finetune else 'frozen'}, "
+                         f"pooling {cond.pooling}, layer {'last' if cond.layer is None else cond.layer})")
+        else:
+            lines.append(f"conditioner {name!r}: {kind}, width {cond.dim}")
+        lines.append(f"  output_proj: Linear({cond.output_proj.in_features} -> {cond.output_proj.out_features})")
+    fuse = {k: v for k, v in lm.fuser.fuse2cond.items() if v}
+    lines.append(f"fuser: {fuse}" + (" + cross-attention positions" if lm.fuser.cross_attention_pos_emb else ""))
+    pattern = lm.pattern_provider
+    lines.append(f"codebooks: {lm.num_codebooks} x card {lm.card}, pattern {type(pattern).__name__}"
+                 + (f" delays {pattern.delays}" if hasattr(pattern, "delays") else ""))
+    layers = lm.transformer.layers
+    lines.append(f"LM: dim {lm.dim}, {len(layers)} layers, {layers[0].self_attn.num_heads} heads, "
+                 f"{sum(p.numel() for p in lm.parameters()) / 1e6:.2f}M params (conditioner encoders excluded "
+                 f"unless fine-tuned), cfg_coef {lm.cfg_coef}")
+    codec = model.compression_model
+    lines.append(f"codec: {type(codec).__name__}, {model.sample_rate} Hz, {model.audio_channels} channel(s), "
+                 f"{model.frame_rate:g} frames/s, {sum(p.numel() for p in codec.parameters()) / 1e6:.2f}M params")
+    lines.append(f"max_duration: {model.max_duration:g} s")
+    return lines
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    print("\n".join(describe(_load(args.model, args.device))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiocraft-patched", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="text to music",
+                         description="generate [MODEL] PROMPT [PROMPT ...]: MODEL is a checkpoint folder, a hub id in "
+                                     "the local Hugging Face cache, 'default' (embedded) or 'debug'; omitted: default")
+    gen.add_argument("words", nargs="+", metavar="[MODEL] PROMPT")
+    gen.add_argument("-m", "--model", help="model (instead of the first positional)")
+    gen.add_argument("-o", "--output", default="out.wav", help="output WAV (several prompts: out_0.wav, ...)")
+    gen.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--top-k", type=int, default=250)
+    gen.add_argument("--top-p", type=float, default=0.0)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--cfg-coef", type=float, default=3.0)
+    gen.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
+    gen.add_argument("--extend-stride", type=float, default=18, help="seconds between windows past max_duration")
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_generate)
+
+    ins = sub.add_parser("inspect", help="describe a model: conditioners, encoder width, codebooks, sizes")
+    ins.add_argument("model", nargs="?", default="default")
+    ins.add_argument("--device", default="cpu")
+    ins.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .models.loaders import CheckpointError
+
+    try:
+        return args.func(args)
+    except (CheckpointError, OSError, ValueError, TypeError, NotImplementedError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

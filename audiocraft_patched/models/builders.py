@@ -1,0 +1,127 @@
+"""Config -> modules, for the configs upstream saves in its checkpoints (`xp.cfg`).
+
+Mirrors the MusicGen part of `audiocraft/models/builders.py` (audiocraft 1.3.0): same function
+names and config keys. Functions take upstream's OmegaConf config or the same thing as a plain
+dict; conditioners are built through the registry of `modules.conditioners`.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+import torch
+
+from ..modules.codebooks_patterns import (
+    CodebooksPatternProvider,
+    CoarseFirstPattern,
+    DelayedPatternProvider,
+    MusicLMPattern,
+    ParallelPatternProvider,
+)
+from ..modules.conditioners import ENCODERS, ConditionFuser, ConditioningProvider, LUTConditioner, build_conditioner
+from .encodec import (  # noqa: F401  (re-exported under upstream's names)
+    CompressionModel,
+    build_compression_model as get_compression_model,
+    get_debug_compression_model,
+    wrap_compression_model as get_wrapped_compression_model,
+)
+from .lm import LMModel
+
+PATTERNS: dict[str, type[CodebooksPatternProvider]] = {
+    "delay": DelayedPatternProvider,
+    "parallel": ParallelPatternProvider,
+    "coarse_first": CoarseFirstPattern,
+    "musiclm": MusicLMPattern,
+}
+# Conditioners of upstream that this package does not implement, and what they are for.
+_NOT_SUPPORTED = {
+    "chroma_stem": "musicgen-melody's chroma (melody) conditioning",
+    "clap": "CLAP embedding conditioning",
+}
+
+
+def as_dict(cfg: Any) -> dict:
+    """A plain, resolved dict from an OmegaConf config or a mapping."""
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, Mapping):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return {k: as_dict(v) if isinstance(v, Mapping) or type(v).__name__ == "DictConfig" else v
+            for k, v in cfg.items()}
+
+
+def get_codebooks_pattern_provider(n_q: int, cfg: Any) -> CodebooksPatternProvider:
+    cfg = as_dict(cfg)
+    name = cfg.get("modeling")
+    if name not in PATTERNS:
+        raise ValueError(f"codebooks pattern {name!r} is not supported; use one of {sorted(PATTERNS)}")
+    return PATTERNS[name](n_q, **(cfg.get(name) or {}))
+
+
+def get_condition_fuser(cfg: Any) -> ConditionFuser:
+    fuser = dict(as_dict(cfg)["fuser"])
+    fuse2cond = {method: list(fuser.pop(method, None) or []) for method in ConditionFuser.FUSING_METHODS}
+    return ConditionFuser(fuse2cond=fuse2cond, **fuser)
+
+
+def get_conditioner_provider(output_dim: int, cfg: Any) -> ConditioningProvider:
+    """Build every conditioner of `cfg.conditioners` (`{attr: {model: NAME, NAME: {...kwargs}}}`)."""
+    cfg = as_dict(cfg)
+    device = cfg.get("device", "cpu")
+    conditioners = {}
+    for attribute, cond_cfg in (cfg.get("conditioners") or {}).items():
+        if attribute == "args":  # provider options of older configs, no longer used
+            continue
+        model = cond_cfg["model"]
+        if model in _NOT_SUPPORTED:
+            raise NotImplementedError(f"conditioner {attribute!r} uses {model!r} ({_NOT_SUPPORTED[model]}), which "
+                                      "audiocraft_patched does not support yet; text-only MusicGen checkpoints work")
+        kwargs = dict(cond_cfg.get(model) or {})
+        if model in ENCODERS and "device" in inspect.signature(ENCODERS[model].__init__).parameters:
+            kwargs.setdefault("device", device)
+        conditioners[str(attribute)] = build_conditioner(model, output_dim, **kwargs)
+    return ConditioningProvider(conditioners, device=device)
+
+
+def get_lm_model(cfg: Any) -> LMModel:
+    """Build the LM of a MusicGen config (`lm_model: transformer_lm`)."""
+    cfg = as_dict(cfg)
+    if cfg.get("lm_model") != "transformer_lm":
+        raise ValueError(f"lm_model {cfg.get('lm_model')!r} is not supported; MusicGen uses 'transformer_lm'")
+    kwargs = dict(cfg["transformer_lm"])
+    n_q = kwargs["n_q"]
+    q_modeling = kwargs.pop("q_modeling", None)
+    pattern_cfg = cfg.get("codebooks_pattern") or {}
+    if pattern_cfg.get("modeling") is None:
+        if q_modeling is None:
+            raise ValueError("config needs codebooks_pattern.modeling (or transformer_lm.q_modeling)")
+        pattern_cfg = {"modeling": q_modeling, "delay": {"delays": list(range(n_q))}}
+    fuser = get_condition_fuser(cfg)
+    device = cfg.get("device", "cpu")
+    provider = get_conditioner_provider(kwargs["dim"], cfg).to(device)
+    if fuser.fuse2cond["cross"]:
+        kwargs["cross_attention"] = True  # upstream enforces it the same way
+    guidance = cfg["classifier_free_guidance"]
+    return LMModel(
+        pattern_provider=get_codebooks_pattern_provider(n_q, pattern_cfg),
+        condition_provider=provider,
+        fuser=fuser,
+        cfg_dropout=guidance["training_dropout"],
+        cfg_coef=guidance["inference_coef"],
+        attribute_dropout=cfg.get("attribute_dropout") or {},
+        dtype=getattr(torch, cfg.get("dtype", "float32")),
+        device=device,
+        **kwargs,
+    ).to(device)
+
+
+def get_debug_lm_model(device: str = "cpu") -> LMModel:
+    """A tiny LM (dim 16, 2 layers, 4 codebooks of 400) conditioned by a hashed-text lookup table."""
+    dim = 16
+    provider = ConditioningProvider({"description": LUTConditioner(n_bins=128, dim=dim, output_dim=dim)})
+    fuser = ConditionFuser({"cross": ["description"]})
+    lm = LMModel(DelayedPatternProvider(n_q=4), provider, fuser, n_q=4, card=400, dim=dim, num_heads=4,
+                 num_layers=2, cross_attention=True, causal=True)
+    return lm.to(device).eval()

@@ -1,0 +1,332 @@
+"""`LMModel`: the MusicGen transformer LM over K parallel codebooks.
+
+Mirrors `audiocraft/models/lm.py` (audiocraft 1.3.0): same constructor, parameter names
+(`emb.{k}`, `transformer.layers.{i}...`, `out_norm`, `linears.{k}`, `condition_provider...`),
+`forward` / `compute_predictions` / `generate` signatures and sampling numerics, so the same
+weights, inputs and seed give the same tokens. Generation runs on our own loop: a preallocated
+KV cache per CFG stream, cross-attention keys/values of the conditions projected once, logits of
+the last position only.
+
+One deliberate difference: with `two_step_cfg`, upstream mixes the two passes with the model's
+default `cfg_coef` and ignores the one passed to `generate`; we use the one passed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..modules.codebooks_patterns import CodebooksPatternProvider
+from ..modules.conditioners import (
+    AttributeDropout,
+    ClassifierFreeGuidanceDropout,
+    ConditionFuser,
+    ConditioningAttributes,
+    ConditioningProvider,
+    ConditionType,
+)
+from ..modules.transformer import KVCache, StreamingTransformer, create_norm_fn
+
+ConditionTensors = dict[str, ConditionType]
+
+# Transformer options that only choose kernels or training schedules upstream; accepted, unused.
+_IGNORED = ("custom", "memory_efficient", "attention_as_float32", "checkpointing", "lr", "weight_decay",
+            "safe_streaming", "q_modeling")
+# Options we do not implement, with the value that is fine.
+_UNSUPPORTED = {"past_context": None, "xpos": False, "qk_layer_norm": False, "qk_layer_norm_cross": False,
+                "kv_repeat": 1}
+
+
+def apply_cfg(cond: torch.Tensor, uncond: torch.Tensor, coef: float) -> torch.Tensor:
+    """Classifier-free guidance: move the logits away from the unconditional ones."""
+    return uncond + (cond - uncond) * coef
+
+
+def sample_top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Sample from the k most probable tokens; probs [..., card] -> tokens [..., 1]."""
+    kth = torch.topk(probs, k, dim=-1).values[..., [-1]]
+    probs = probs * (probs >= kth).float()
+    return multinomial(probs / probs.sum(dim=-1, keepdim=True))
+
+
+def sample_top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Sample from the smallest set of tokens whose probability reaches p (nucleus)."""
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    beyond = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > p
+    sorted_probs = sorted_probs * (~beyond).float()
+    picked = multinomial(sorted_probs / sorted_probs.sum(dim=-1, keepdim=True))
+    return torch.gather(order, -1, picked)
+
+
+def multinomial(probs: torch.Tensor) -> torch.Tensor:
+    """One draw per row of [..., card] probabilities -> [..., 1] (global RNG, as upstream)."""
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), num_samples=1)
+    return flat.reshape(*probs.shape[:-1], 1)
+
+
+def sample_next_token(logits: torch.Tensor, use_sampling: bool, temp: float, top_k: int, top_p: float) -> torch.Tensor:
+    """logits [B, K, card] -> tokens [B, K, 1]: greedy, or softmax(logits / temp) with top-p / top-k."""
+    if not use_sampling or temp <= 0:
+        return torch.argmax(logits, dim=-1, keepdim=True)
+    probs = torch.softmax(logits / temp, dim=-1)
+    if top_p > 0:
+        return sample_top_p(probs, top_p)
+    if top_k > 0:
+        return sample_top_k(probs, top_k)
+    return multinomial(probs)
+
+
+def init_layer(m: nn.Module, method: str, init_depth: int | None = None, zero_bias_init: bool = False):
+    """Upstream's 'gaussian' (truncated at 3 std) or 'uniform' init with std 1/sqrt(fan_in)."""
+    if isinstance(m, nn.Linear):
+        fan_in, depth = m.in_features, init_depth
+    elif isinstance(m, nn.Embedding):
+        fan_in, depth = m.embedding_dim, None
+    else:
+        return
+    std = 1 / math.sqrt(fan_in) / (math.sqrt(2 * depth) if depth is not None else 1)
+    if method == "gaussian":
+        nn.init.trunc_normal_(m.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+    elif method == "uniform":
+        bound = math.sqrt(3) * std
+        nn.init.uniform_(m.weight, -bound, bound)
+    else:
+        raise ValueError(f"weight_init must be 'gaussian' or 'uniform', got {method!r}")
+    if zero_bias_init and isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor  # [B, K, T, card], aligned with the input codes (no shift needed)
+    mask: torch.Tensor  # [B, K, T], True where the logits are valid
+
+
+@dataclass
+class _Stream:
+    """One batch the LM runs during generation (CFG runs one of 2B rows, or two of B)."""
+
+    conditions: ConditionTensors
+    caches: list[KVCache] | None = None
+    cross_kv: list | None = None
+    offset: int = 0  # positions fed so far (prepended conditions included)
+    extra: dict = field(default_factory=dict)
+
+
+class LMModel(nn.Module):
+    """Transformer LM on K streams of codes, conditioned through `condition_provider` + `fuser`.
+
+    Args:
+        pattern_provider: codebook interleaving (MusicGen: delay).
+        condition_provider: conditioners by attribute.
+        fuser: how conditions enter the LM.
+        n_q: number of codebooks K.
+        card: codebook size; token `card` is the special (not-yet-known) token.
+        dim, num_heads, hidden_scale: transformer width, heads, feed-forward ratio.
+        norm, norm_first: normalisation type and pre-norm.
+        emb_lr: upstream's embedding learning rate (kept on the embeddings as `lr`).
+        bias_proj: biases on the output heads.
+        weight_init, depthwise_init, zero_bias_init: upstream's initialisation.
+        cfg_dropout: probability of dropping all conditions while training.
+        cfg_coef: default classifier-free guidance coefficient.
+        attribute_dropout: per-attribute dropout while training.
+        two_step_cfg: run conditional and unconditional batches separately.
+        **kwargs: transformer options (num_layers, causal, cross_attention, bias_ff, ...).
+    """
+
+    def __init__(self, pattern_provider: CodebooksPatternProvider, condition_provider: ConditioningProvider,
+                 fuser: ConditionFuser, n_q: int = 8, card: int = 1024, dim: int = 128, num_heads: int = 8,
+                 hidden_scale: int = 4, norm: str = "layer_norm", norm_first: bool = False,
+                 emb_lr: float | None = None, bias_proj: bool = True, weight_init: str | None = None,
+                 depthwise_init: str | None = None, zero_bias_init: bool = False, cfg_dropout: float = 0,
+                 cfg_coef: float = 1.0, attribute_dropout: dict | None = None, two_step_cfg: bool = False,
+                 **kwargs):
+        super().__init__()
+        for key in _IGNORED:
+            kwargs.pop(key, None)
+        for key, fine in _UNSUPPORTED.items():
+            if kwargs.pop(key, fine) != fine:
+                raise ValueError(f"transformer option {key} is not supported by audiocraft_patched "
+                                 f"(only {key}={fine}, as in the released MusicGen configs)")
+        self.cfg_coef = cfg_coef
+        self.cfg_dropout = ClassifierFreeGuidanceDropout(p=cfg_dropout)
+        self.att_dropout = AttributeDropout(p=attribute_dropout or {})
+        self.condition_provider = condition_provider
+        self.fuser = fuser
+        self.card = card
+        self.n_q = n_q
+        self.dim = dim
+        self.pattern_provider = pattern_provider
+        self.two_step_cfg = two_step_cfg
+        self.emb = nn.ModuleList([nn.Embedding(card + 1, dim) for _ in range(n_q)])
+        for emb in self.emb:
+            emb.lr = emb_lr
+        self.transformer = StreamingTransformer(d_model=dim, num_heads=num_heads,
+                                                dim_feedforward=int(hidden_scale * dim), norm=norm,
+                                                norm_first=norm_first, **kwargs)
+        self.out_norm = create_norm_fn(norm, dim) if norm_first else None
+        self.linears = nn.ModuleList([nn.Linear(dim, card, bias=bias_proj) for _ in range(n_q)])
+        if weight_init is not None:
+            self._init_weights(weight_init, depthwise_init, zero_bias_init)
+
+    def _init_weights(self, method: str, depthwise_init: str | None, zero_bias_init: bool):
+        if depthwise_init not in (None, "current", "global"):
+            raise ValueError(f"depthwise_init must be None, 'current' or 'global', got {depthwise_init!r}")
+        for module in [*self.emb, *self.linears]:
+            init_layer(module, method, None, zero_bias_init)
+        layers = self.transformer.layers
+        for i, layer in enumerate(layers):
+            depth = {"current": i + 1, "global": len(layers), None: None}[depthwise_init]
+            layer.apply(partial(init_layer, method=method, init_depth=depth, zero_bias_init=zero_bias_init))
+
+    @property
+    def special_token_id(self) -> int:
+        return self.card
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.n_q
+
+    def condition_tensors(self, conditions: list[ConditioningAttributes]) -> ConditionTensors:
+        """Tokenize and encode a batch of attributes."""
+        return self.condition_provider(self.condition_provider.tokenize(conditions))
+
+    def _embed(self, sequence: torch.Tensor) -> torch.Tensor:
+        # Python's sum (0 + e0 + e1 + ...): the same additions, in the same order, as upstream.
+        return sum(self.emb[k](sequence[:, k]) for k in range(sequence.shape[1]))
+
+    def _heads(self, out: torch.Tensor) -> torch.Tensor:
+        if self.out_norm is not None:
+            out = self.out_norm(out)
+        return torch.stack([linear(out) for linear in self.linears], dim=1)  # [B, K, S, card]
+
+    def forward(self, sequence: torch.Tensor, conditions: list[ConditioningAttributes],
+                condition_tensors: ConditionTensors | None = None, stage: int = -1) -> torch.Tensor:
+        """Logits [B, K, S, card] of a pattern sequence [B, K, S] (one full pass, no cache)."""
+        B, K, S = sequence.shape
+        if K != self.num_codebooks:
+            raise ValueError(f"sequence has {K} codebooks, the model {self.num_codebooks}")
+        if condition_tensors is None:
+            conditions = self.att_dropout(self.cfg_dropout(conditions))
+            condition_tensors = self.condition_tensors(conditions)
+        elif conditions:
+            raise ValueError("pass either conditions or condition_tensors, not both")
+        x, source = self.fuser(self._embed(sequence), condition_tensors)
+        out = self.transformer(x, cross_attention_src=source)
+        return self._heads(out)[:, :, -S:]  # drop prepended condition positions
+
+    def compute_predictions(self, codes: torch.Tensor, conditions: list[ConditioningAttributes],
+                            condition_tensors: ConditionTensors | None = None, stage: int = -1,
+                            keep_only_valid_steps: bool = True) -> LMOutput:
+        """Logits for codes [B, K, T] laid out by the pattern, mapped back onto the codes."""
+        B, K, T = codes.shape
+        pattern = self.pattern_provider.get_pattern(T)
+        sequence, _, _ = pattern.build_pattern_sequence(codes.contiguous(), self.special_token_id,
+                                                        keep_only_valid_steps=keep_only_valid_steps)
+        logits = self(sequence, conditions, condition_tensors, stage=stage).permute(0, 3, 1, 2)  # [B, card, K, S]
+        # NaN marks logits with no valid context: using one by mistake shows up at once.
+        logits, _, mask = pattern.revert_pattern_logits(logits, float("nan"), keep_only_valid_steps)
+        return LMOutput(logits.permute(0, 2, 3, 1), mask[None].expand(B, -1, -1))
+
+    def _step(self, stream: _Stream, sequence: torch.Tensor, capacity: int) -> torch.Tensor:
+        """Feed new steps [b, K, s] of one stream; logits of the last position [b, K, card]."""
+        x, source = self.fuser(self._embed(sequence), stream.conditions, first_step=stream.offset == 0)
+        if stream.caches is None:
+            attn = self.transformer.layers[0].self_attn
+            head_dim = self.dim // attn.num_heads
+            capacity += x.shape[1] - sequence.shape[2]  # room for prepended conditions
+            stream.caches = [KVCache.empty(x.shape[0], attn.num_heads, capacity, head_dim, x)
+                             for _ in self.transformer.layers]
+            if source is not None:
+                stream.cross_kv = self.transformer.project_cross_kv(source)
+        out = self.transformer(x, cross_kv=stream.cross_kv, caches=stream.caches, offset=stream.offset)
+        stream.offset += x.shape[1]
+        return self._heads(out[:, -1:])[:, :, 0]
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor | None = None, conditions: list[ConditioningAttributes] | None = None,
+                 num_samples: int | None = None, max_gen_len: int = 256, use_sampling: bool = True,
+                 temp: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg_coef: float | None = None,
+                 two_step_cfg: bool | None = None, remove_prompts: bool = False, check: bool = False,
+                 callback: Callable[[int, int], None] | None = None, **kwargs) -> torch.Tensor:
+        """Generate codes [B, K, max_gen_len] (the prompt included unless `remove_prompts`).
+
+        Args:
+            prompt: codes [B, K, T] to continue.
+            conditions: one `ConditioningAttributes` per sample; CFG adds their null versions.
+            num_samples: batch size when neither prompt nor conditions are given.
+            max_gen_len: number of timesteps to produce.
+            use_sampling, temp, top_k, top_p: sampling (greedy when off or temp <= 0).
+            cfg_coef: guidance coefficient (default: the model's).
+            two_step_cfg: separate conditional / unconditional passes (default: the model's).
+            remove_prompts: return only the new timesteps.
+            check: verify the pattern invariants at every step.
+            callback: called as callback(steps_done, steps_total).
+        """
+        if self.training:
+            raise RuntimeError("generate() needs eval mode: call model.eval() first")
+        conditions = list(conditions or [])
+        device = next(self.parameters()).device
+        cfg_coef = self.cfg_coef if cfg_coef is None else cfg_coef
+        two_step_cfg = self.two_step_cfg if two_step_cfg is None else two_step_cfg
+        if num_samples is None:
+            num_samples = prompt.shape[0] if prompt is not None else len(conditions) or 1
+        if conditions and len(conditions) != num_samples or prompt is not None and prompt.shape[0] != num_samples:
+            raise ValueError(f"inconsistent batch: {len(conditions)} conditions, prompt of shape "
+                             f"{None if prompt is None else tuple(prompt.shape)}, num_samples={num_samples}")
+
+        if not conditions:
+            streams = [_Stream({})]
+        else:
+            nulls = ClassifierFreeGuidanceDropout(p=1.0)(conditions)
+            if two_step_cfg:
+                streams = [_Stream(self.condition_tensors(conditions)), _Stream(self.condition_tensors(nulls))]
+            else:
+                streams = [_Stream(self.condition_tensors(conditions + nulls))]
+
+        if prompt is None:
+            prompt = torch.zeros((num_samples, self.num_codebooks, 0), dtype=torch.long, device=device)
+        B, K, T = prompt.shape
+        if T >= max_gen_len:
+            raise ValueError(f"prompt of {T} steps leaves nothing to generate with max_gen_len={max_gen_len}")
+        pattern = self.pattern_provider.get_pattern(max_gen_len)
+        unknown = -1  # placeholder for codes not generated yet
+        codes = torch.full((B, K, max_gen_len), unknown, dtype=torch.long, device=device)
+        codes[..., :T] = prompt
+        sequence, _, mask = pattern.build_pattern_sequence(codes, self.special_token_id)
+        start = pattern.get_first_step_with_timesteps(T)
+        steps = sequence.shape[-1]
+        prev = 0
+        for offset in range(start, steps):
+            current = sequence[..., prev:offset]
+            if check:
+                valid = mask[None, :, prev:offset].expand(B, -1, -1)
+                if not (current == torch.where(valid, current, self.special_token_id)).all():
+                    raise AssertionError("sequence does not match the pattern's mask")
+                if (current == unknown).any():
+                    raise AssertionError("feeding a code that was not generated")
+            if len(streams) == 1 and conditions:
+                logits = self._step(streams[0], torch.cat([current, current]), steps)
+                logits = apply_cfg(*logits.split(B), cfg_coef)
+            elif len(streams) == 2:
+                logits = apply_cfg(self._step(streams[0], current, steps), self._step(streams[1], current, steps),
+                                   cfg_coef)
+            else:
+                logits = self._step(streams[0], current, steps)
+            token = sample_next_token(logits, use_sampling, temp, top_k, top_p)  # [B, K, 1]
+            token[~mask[:, offset:offset + 1].expand(B, -1, -1)] = self.special_token_id
+            column = sequence[..., offset:offset + 1]
+            sequence[..., offset:offset + 1] = torch.where(column == unknown, token, column)  # keep prompt codes
+            prev = offset
+            if callback is not None:
+                callback(1 + offset - start, steps - start)
+
+        out, _, _ = pattern.revert_pattern_sequence(sequence, special_token=unknown)
+        out = out[..., T if remove_prompts else 0:max_gen_len]
+        if (out < 0).any() or (out > self.card).any():
+            raise AssertionError("generation left unfilled or out-of-range codes")
+        return out

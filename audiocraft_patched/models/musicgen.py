@@ -1,0 +1,248 @@
+"""`MusicGen`: the user API, text (and audio prompt) in, audio out.
+
+Mirrors `audiocraft/models/musicgen.py` and `genmodel.py` (audiocraft 1.3.0): `get_pretrained`,
+`set_generation_params`, `set_custom_progress_callback`, `generate`, `generate_unconditional`,
+`generate_continuation`, generation past `max_duration` by windows of `extend_stride`, and the
+properties `sample_rate`, `frame_rate`, `audio_channels`, `max_duration`.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import torch
+
+from ..data.audio_utils import convert_audio
+from ..modules.conditioners import ConditioningAttributes
+from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
+from .encodec import CompressionModel
+from .lm import LMModel
+from .loaders import load_compression_model, load_lm_model
+
+_HF_MODEL_CHECKPOINTS_MAP = {
+    "small": "facebook/musicgen-small",
+    "medium": "facebook/musicgen-medium",
+    "large": "facebook/musicgen-large",
+    "melody": "facebook/musicgen-melody",
+}
+
+
+class MusicGen:
+    """MusicGen: a codec (`compression_model`) and an LM over its codes (`lm`).
+
+    Args:
+        name: the model's name, for display.
+        compression_model: the audio codec.
+        lm: the language model.
+        max_duration: longest window the LM generates in one go (seconds); defaults to the
+            training segment duration stored in the LM's config.
+    """
+
+    def __init__(self, name: str, compression_model: CompressionModel, lm: LMModel,
+                 max_duration: float | None = None):
+        self.name = name
+        self.compression_model = compression_model.eval()
+        self.lm = lm.eval()
+        self.cfg: dict | None = getattr(lm, "cfg", None)
+        if self.cfg is not None:
+            self.compression_model = get_wrapped_compression_model(self.compression_model, self.cfg)
+        if max_duration is None:
+            if self.cfg is None:
+                raise ValueError("max_duration is needed when the LM has no training config")
+            max_duration = self.cfg["dataset"]["segment_duration"]
+        self.max_duration: float = float(max_duration)
+        self.device = next(iter(lm.parameters())).device
+        self.timings: dict[str, float] = {}  # seconds spent per stage by the last generate call
+        self._progress_callback: Callable[[int, int], None] | None = None
+        self.set_generation_params(duration=min(15.0, self.max_duration))
+
+    @property
+    def frame_rate(self) -> float:
+        return self.compression_model.frame_rate
+
+    @property
+    def sample_rate(self) -> int:
+        return self.compression_model.sample_rate
+
+    @property
+    def audio_channels(self) -> int:
+        return self.compression_model.channels
+
+    @staticmethod
+    def get_pretrained(name: str = "facebook/musicgen-small", device: str | torch.device | None = None) -> "MusicGen":
+        """Load a model: 'debug', 'default' (the embedded model), a folder, or a hub id in the local cache."""
+        if device is None:
+            device = "cuda" if torch.cuda.device_count() else "cpu"
+        if name == "debug":
+            return MusicGen(name, get_debug_compression_model(device), get_debug_lm_model(device), max_duration=30)
+        if name == "default":
+            from ..default_model import default_model_dir
+
+            name = str(default_model_dir())
+        if name in _HF_MODEL_CHECKPOINTS_MAP:
+            warnings.warn(f"short name {name!r} is deprecated upstream; use {_HF_MODEL_CHECKPOINTS_MAP[name]!r}")
+            name = _HF_MODEL_CHECKPOINTS_MAP[name]
+        lm = load_lm_model(name, device=device)
+        compression_model = load_compression_model(name, device=device)
+        return MusicGen(name, compression_model, lm)
+
+    def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
+                              temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
+                              two_step_cfg: bool = False, extend_stride: float = 18):
+        """Sampling settings for the next calls (upstream's defaults).
+
+        Args:
+            use_sampling: sample (True) or take the argmax (False).
+            top_k, top_p: keep the k best tokens / the nucleus of probability p (top_p wins if > 0).
+            temperature: softmax temperature.
+            duration: seconds of audio to generate; past `max_duration`, windows overlap.
+            cfg_coef: classifier-free guidance coefficient.
+            two_step_cfg: run the unconditional batch separately.
+            extend_stride: seconds to advance between windows when `duration > max_duration`.
+        """
+        if duration <= 0:
+            raise ValueError(f"duration must be > 0 seconds, got {duration}")
+        if duration > self.max_duration and not 0 < extend_stride < self.max_duration:
+            raise ValueError(f"generating {duration} s needs windows of max_duration={self.max_duration} s "
+                             f"advancing by extend_stride in (0, {self.max_duration}); got {extend_stride}")
+        if top_k < 0 or not 0 <= top_p <= 1 or temperature < 0:
+            raise ValueError(f"need top_k >= 0, 0 <= top_p <= 1, temperature >= 0; got {top_k}, {top_p}, {temperature}")
+        self.extend_stride = extend_stride
+        self.duration = duration
+        self.generation_params = {"use_sampling": use_sampling, "temp": temperature, "top_k": top_k,
+                                  "top_p": top_p, "cfg_coef": cfg_coef, "two_step_cfg": two_step_cfg}
+
+    def set_custom_progress_callback(self, progress_callback: Callable[[int, int], None] | None = None):
+        """Call `progress_callback(generated_steps, total_steps)` during generation."""
+        self._progress_callback = progress_callback
+
+    def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False):
+        """Audio [B, C, T] from no text (and its codes if `return_tokens`)."""
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        return self._generate([None] * num_samples, None, progress, return_tokens)
+
+    def generate(self, descriptions: Sequence[str | None], progress: bool = False, return_tokens: bool = False):
+        """Audio [B, C, T] for a list of descriptions (`None` = unconditional row)."""
+        return self._generate(self._check_descriptions(descriptions), None, progress, return_tokens)
+
+    def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
+                              descriptions: Sequence[str | None] | None = None, progress: bool = False,
+                              return_tokens: bool = False):
+        """Continue audio `prompt` [B, C, T] (or [C, T]) given at `prompt_sample_rate`."""
+        if prompt.dim() == 2:
+            prompt = prompt[None]
+        if prompt.dim() != 3:
+            raise ValueError(f"prompt must be [B, C, T] or [C, T], got shape {tuple(prompt.shape)}")
+        prompt = convert_audio(prompt, prompt_sample_rate, self.sample_rate, self.audio_channels)
+        if descriptions is None:
+            descriptions = [None] * len(prompt)
+        descriptions = self._check_descriptions(descriptions)
+        if len(descriptions) != len(prompt):
+            raise ValueError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
+        return self._generate(descriptions, prompt, progress, return_tokens)
+
+    @staticmethod
+    def _check_descriptions(descriptions) -> list[str | None]:
+        if isinstance(descriptions, str):
+            raise TypeError("descriptions must be a list of strings, not one string: wrap it as [text]")
+        descriptions = list(descriptions)
+        if not descriptions:
+            raise ValueError("descriptions is empty: give at least one text (or None for an unconditional sample)")
+        bad = {type(d).__name__ for d in descriptions if d is not None and not isinstance(d, str)}
+        if bad:
+            raise TypeError(f"descriptions must be str or None, got {sorted(bad)}")
+        return descriptions
+
+    def _generate(self, descriptions: list[str | None], prompt: torch.Tensor | None, progress: bool,
+                  return_tokens: bool):
+        attributes = [ConditioningAttributes(text={"description": d}) for d in descriptions]
+        self.timings = {}
+        prompt_tokens = None
+        if prompt is not None:
+            with torch.no_grad():
+                prompt_tokens, scale = self.compression_model.encode(prompt.to(self.device))
+            if scale is not None:
+                raise RuntimeError("codecs that renormalize audio cannot prompt the LM")
+        tokens = self._generate_tokens(attributes, prompt_tokens, progress)
+        start = time.perf_counter()
+        audio = self.generate_audio(tokens)
+        self.timings["decode"] = time.perf_counter() - start
+        return (audio, tokens) if return_tokens else audio
+
+    def _generate_tokens(self, attributes: list[ConditioningAttributes], prompt_tokens: torch.Tensor | None,
+                         progress: bool = False) -> torch.Tensor:
+        """Codes [B, K, duration * frame_rate], in windows of max_duration when longer."""
+        total_len = int(self.duration * self.frame_rate)
+        max_prompt_len = int(min(self.duration, self.max_duration) * self.frame_rate)
+        if prompt_tokens is not None and prompt_tokens.shape[-1] > max_prompt_len:
+            raise ValueError(f"the prompt ({prompt_tokens.shape[-1] / self.frame_rate:.2f} s) is longer than the "
+                             f"audio to generate ({min(self.duration, self.max_duration):.2f} s)")
+        done = 0  # timesteps generated by earlier windows
+
+        def report(generated: int, to_generate: int):
+            if self._progress_callback is not None:
+                self._progress_callback(generated + done, to_generate)
+            else:
+                print(f"{generated + done: 6d} / {to_generate: 6d}", end="\r")
+
+        callback = report if progress else None
+        autocast = (torch.autocast(self.device.type, dtype=torch.float16) if self.device.type == "cuda"
+                    else nullcontext())
+        lm_timer = _LMTimer(self.lm)
+
+        def run(prompt, max_gen_len):
+            with autocast, lm_timer:
+                return self.lm.generate(prompt, attributes, callback=callback, max_gen_len=max_gen_len,
+                                        **self.generation_params)
+
+        if self.duration <= self.max_duration:
+            tokens = run(prompt_tokens, total_len)
+        else:
+            stride = int(self.frame_rate * self.extend_stride)
+            chunks = [] if prompt_tokens is None else [prompt_tokens]
+            prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
+            while done + prompt_len < total_len:
+                window = min(self.duration - done / self.frame_rate, self.max_duration)
+                tokens = run(prompt_tokens, int(window * self.frame_rate))
+                chunks.append(tokens if prompt_tokens is None else tokens[..., prompt_tokens.shape[-1]:])
+                prompt_tokens = tokens[..., stride:]
+                prompt_len = prompt_tokens.shape[-1]
+                done += stride
+            tokens = torch.cat(chunks, dim=-1)
+        self.timings.update(conditioning=lm_timer.conditioning, lm=lm_timer.total - lm_timer.conditioning)
+        return tokens
+
+    def generate_audio(self, gen_tokens: torch.Tensor) -> torch.Tensor:
+        """Decode codes [B, K, T] to audio [B, C, T * hop]."""
+        if gen_tokens.dim() != 3:
+            raise ValueError(f"tokens must be [B, K, T], got shape {tuple(gen_tokens.shape)}")
+        with torch.no_grad():
+            return self.compression_model.decode(gen_tokens, None)
+
+
+class _LMTimer:
+    """Times `lm.generate` calls, and within them the conditioning (tokenize + encode)."""
+
+    def __init__(self, lm: LMModel):
+        self.lm = lm
+        self.total = self.conditioning = 0.0
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        original = self.lm.condition_tensors
+
+        def timed(conditions):
+            start = time.perf_counter()
+            out = original(conditions)
+            self.conditioning += time.perf_counter() - start
+            return out
+
+        self.lm.condition_tensors = timed  # instance attribute shadows the method for this call
+        return self
+
+    def __exit__(self, *exc):
+        del self.lm.condition_tensors
+        self.total += time.perf_counter() - self._start

@@ -1,0 +1,26 @@
+"""audiocraft-patched: MusicGen text-to-music with a swappable text encoder."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="audiocraft-patched",
+    version="0.1.0",
+    description="An upstream-compatible MusicGen text-to-music path whose T5 is any Hugging Face encoder",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["audiocraft_patched", "audiocraft_patched.*"]),
+    install_requires=[
+        "torch>=2.1,<2.14",  # 2.13.0 (the CPU wheel on our machines) satisfies it
+        "transformers>=4.40",
+        "sentencepiece",
+        "protobuf",
+        "einops",
+        "numpy",
+        "omegaconf>=2.3",  # reads upstream's `xp.cfg` (YAML with ${...} interpolations)
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["audiocraft-patched=audiocraft_patched.cli:main"]},
+)

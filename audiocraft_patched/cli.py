@@ -50,9 +50,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if model_name is None:
         model_name = words.pop(0) if len(words) >= 2 and _looks_like_model(words[0]) else "default"
     if not words:
-        raise SystemExit("error: give at least one prompt, e.g. generate \"calm piano\" -o out.wav")
+        raise ValueError("give at least one prompt, e.g. generate \"calm piano\" -o out.wav")
     if args.duration <= 0:
-        raise SystemExit(f"error: --duration must be > 0 seconds, got {args.duration}")
+        raise ValueError(f"--duration must be > 0 seconds, got {args.duration}")
     torch.set_num_threads(args.threads) if args.threads else None
     model = _load(model_name, args.device)
     model.set_generation_params(duration=args.duration, top_k=args.top_k, top_p=args.top_p,
@@ -63,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for stem in stems:  # refuse before spending minutes generating
         target = stem.with_suffix(".wav")
         if target.exists() and not args.overwrite:
-            raise SystemExit(f"error: {target} exists; pass --overwrite to replace it or choose another -o")
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it or choose another -o")
     bar = tqdm(total=None, unit="step", desc="generating", disable=args.quiet)
 
     def progress(done: int, total: int):
@@ -83,7 +83,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
           f"({t.get('lm', 0) / max(steps, 1) * 1e3:.1f} ms/step) | decode {t.get('decode', 0):.2f} s | "
           f"total {total:.2f} s")
     for stem, audio in zip(stems, wav):
-        path = audio_write(stem, audio.cpu(), model.sample_rate, strategy="loudness", overwrite=args.overwrite)
+        # Loudness normalisation (as upstream's demos) needs 400 ms of audio to measure.
+        strategy = "loudness" if audio.shape[-1] >= 0.4 * model.sample_rate else "peak"
+        path = audio_write(stem, audio.cpu(), model.sample_rate, strategy=strategy, loudness_compressor=True,
+                           overwrite=args.overwrite)
         print(f"wrote {path} ({audio.shape[-1] / model.sample_rate:.2f} s, {model.sample_rate} Hz, "
               f"{audio.shape[0]} channel{'s' if audio.shape[0] > 1 else ''})")
     return 0
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CheckpointError, OSError, ValueError, TypeError, NotImplementedError, KeyError) as exc:
+    except (CheckpointError, OSError, ValueError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

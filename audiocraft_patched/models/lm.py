@@ -47,8 +47,11 @@ def apply_cfg(cond: torch.Tensor, uncond: torch.Tensor, coef: float) -> torch.Te
 
 
 def sample_top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
-    """Sample from the k most probable tokens; probs [..., card] -> tokens [..., 1]."""
-    kth = torch.topk(probs, k, dim=-1).values[..., [-1]]
+    """Sample from the k most probable tokens; probs [..., card] -> tokens [..., 1].
+
+    k above the codebook size keeps every token (upstream raises there).
+    """
+    kth = torch.topk(probs, min(k, probs.shape[-1]), dim=-1).values[..., [-1]]
     probs = probs * (probs >= kth).float()
     return multinomial(probs / probs.sum(dim=-1, keepdim=True))
 

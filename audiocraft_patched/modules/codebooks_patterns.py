@@ -7,9 +7,11 @@ delay pattern, where codebook `q` lags `delays[q]` steps behind codebook 0:
 
 >>> pattern = DelayedPatternProvider(n_q=3).get_pattern(timesteps=2)
 >>> [[(c.t, c.q) for c in step] for step in pattern.layout]
-[[], [(0, 0)], [(1, 0), (0, 1)], [(1, 1), (0, 2)], [(1, 2)]]
+[[], [(0, 0)], [(1, 0), (0, 1)], [(2, 0), (1, 1), (0, 2)], [(3, 0), (2, 1), (1, 2)]]
 
-Step 0 is empty: the LM sees only special tokens there and predicts the first codes.
+Step 0 is empty: the LM sees only special tokens there and predicts the first codes. The layout
+runs `max(delays)` steps past T to finish the delayed codebooks; coordinates with `t >= T` in
+those steps are masked (special token) when a sequence is built.
 """
 from __future__ import annotations
 

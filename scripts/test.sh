@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install the test requirements into .venv (made by the README's setup command) and run the suite.
+# Upstream audiocraft 1.3.0 is the reference of the parity tests: installed with --no-deps so that
+# nothing pulls a CUDA torch (its heavy imports are stood in for in tests/upstream.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+"$VENV/bin/pip" install -q -e ".[test]"
+"$VENV/bin/pip" install -q --no-deps -r requirements-upstream.txt
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec "$VENV/bin/python" -m pytest -q "$@"

@@ -29,14 +29,14 @@ def _looks_like_model(arg: str) -> bool:
         return False
 
 
-def _load(name: str, device: str):
+def _load(name: str, device: str, dtype: str | None = None):
     from .models import MusicGen
 
     if name == "default":
         from .default_model import UNTRAINED_NOTE
 
         print(f"note: {UNTRAINED_NOTE}", file=sys.stderr)
-    return MusicGen.get_pretrained(name, device=device)
+    return MusicGen.get_pretrained(name, device=device, dtype=dtype)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         raise ValueError(f"--duration must be > 0 seconds, got {args.duration}")
     torch.set_num_threads(args.threads) if args.threads else None
-    model = _load(model_name, args.device)
+    model = _load(model_name, args.device, args.dtype)
     model.set_generation_params(duration=args.duration, top_k=args.top_k, top_p=args.top_p,
                                 temperature=args.temperature, cfg_coef=args.cfg_coef,
                                 use_sampling=not args.greedy, extend_stride=args.extend_stride)
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     gen.add_argument("--extend-stride", type=float, default=18, help="seconds between windows past max_duration")
     gen.add_argument("--device", default="cpu")
+    gen.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
+                     help="LM + text encoder precision (default fp32; bf16 is ~2x faster on recent CPUs)")
     gen.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -13,7 +13,7 @@ default `cfg_coef` and ignores the one passed to `generate`; we use the one pass
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -29,7 +29,7 @@ from ..modules.conditioners import (
     ConditioningProvider,
     ConditionType,
 )
-from ..modules.transformer import KVCache, StreamingTransformer, create_norm_fn
+from ..modules.transformer import KVCache, StreamingTransformer, create_norm_fn, linear
 
 ConditionTensors = dict[str, ConditionType]
 
@@ -117,7 +117,7 @@ class _Stream:
     caches: list[KVCache] | None = None
     cross_kv: list | None = None
     offset: int = 0  # positions fed so far (prepended conditions included)
-    extra: dict = field(default_factory=dict)
+    positions: torch.Tensor | None = None  # sinusoidal embedding of every position of the generation
 
 
 class LMModel(nn.Module):
@@ -205,7 +205,7 @@ class LMModel(nn.Module):
     def _heads(self, out: torch.Tensor) -> torch.Tensor:
         if self.out_norm is not None:
             out = self.out_norm(out)
-        return torch.stack([linear(out) for linear in self.linears], dim=1)  # [B, K, S, card]
+        return torch.stack([linear(out, head.weight, head.bias) for head in self.linears], dim=1)  # [B, K, S, card]
 
     def forward(self, sequence: torch.Tensor, conditions: list[ConditioningAttributes],
                 condition_tensors: ConditionTensors | None = None, stage: int = -1) -> torch.Tensor:
@@ -244,11 +244,14 @@ class LMModel(nn.Module):
             capacity += x.shape[1] - sequence.shape[2]  # room for prepended conditions
             stream.caches = [KVCache.empty(x.shape[0], attn.num_heads, capacity, head_dim, x)
                              for _ in self.transformer.layers]
+            stream.positions = self.transformer.positional(0, capacity, 1, x)  # [1, capacity, C], once
             if source is not None:
                 stream.cross_kv = self.transformer.project_cross_kv(source)
-        out = self.transformer(x, cross_kv=stream.cross_kv, caches=stream.caches, offset=stream.offset)
-        stream.offset += x.shape[1]
-        return self._heads(out[:, -1:])[:, :, 0]
+        steps = x.shape[1]
+        pos = stream.positions[:, stream.offset:stream.offset + steps].expand(x.shape[0], -1, -1)
+        out = self.transformer(x, cross_kv=stream.cross_kv, caches=stream.caches, offset=stream.offset, pos_emb=pos)
+        stream.offset += steps
+        return self._heads(out[:, -1:])[:, :, 0].float()  # sampling in float32 whatever the LM's dtype
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor | None = None, conditions: list[ConditioningAttributes] | None = None,

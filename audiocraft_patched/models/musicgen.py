@@ -71,10 +71,24 @@ class MusicGen:
         return self.compression_model.channels
 
     @staticmethod
-    def get_pretrained(name: str = "facebook/musicgen-small", device: str | torch.device | None = None) -> "MusicGen":
-        """Load a model: 'debug', 'default' (the embedded model), a folder, or a hub id in the local cache."""
+    def get_pretrained(name: str = "facebook/musicgen-small", device: str | torch.device | None = None,
+                       dtype: torch.dtype | str | None = None) -> "MusicGen":
+        """Load a model: 'debug', 'default' (the embedded model), a folder, or a hub id in the local cache.
+
+        Args:
+            name: what to load.
+            device: 'cpu', 'cuda', ...; default: cuda when available.
+            dtype: run the LM and its text encoders in this dtype (e.g. torch.bfloat16), see `set_dtype`.
+        """
         if device is None:
             device = "cuda" if torch.cuda.device_count() else "cpu"
+        model = MusicGen._load(name, device)
+        if dtype is not None:
+            model.set_dtype(dtype)
+        return model
+
+    @staticmethod
+    def _load(name: str, device: str | torch.device) -> "MusicGen":
         if name == "debug":
             return MusicGen(name, get_debug_compression_model(device), get_debug_lm_model(device), max_duration=30)
         if name == "default":
@@ -87,6 +101,21 @@ class MusicGen:
         lm = load_lm_model(name, device=device)
         compression_model = load_compression_model(name, device=device)
         return MusicGen(name, compression_model, lm)
+
+    def set_dtype(self, dtype: torch.dtype | str) -> "MusicGen":
+        """Cast the LM, its conditioners and their (frozen) encoders to `dtype`; the codec stays float32.
+
+        bfloat16 roughly halves the weight traffic of a generation step, which is what a step
+        costs on CPU; tokens then differ from float32 ones now and then (sampling itself runs in
+        float32). float16 is meant for GPUs.
+        """
+        if isinstance(dtype, str):
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) or \
+                getattr(torch, dtype, None)
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        self.lm.to(dtype)
+        return self
 
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,

@@ -41,6 +41,27 @@ def create_sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
 
+# Rows at or below which a float32 product is written `W @ x.T` (see `linear`).
+SMALL_ROWS = 4
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, written the way that streams the weights fastest for the shape at hand.
+
+    A generation step multiplies a few rows (batch x 2 for CFG) by every weight matrix: the cost
+    is reading the weights. With CPU BLAS in float32, `W @ x.T` reads them 3-4x faster than
+    `F.linear(x, W)` for up to ~4 rows (measured on AVX-512: ~25-36 GB/s vs ~9 GB/s); from ~8 rows
+    and in bfloat16 `F.linear` is as fast or faster. The two forms differ only in rounding.
+    """
+    rows = x.numel() // x.shape[-1]
+    if rows > SMALL_ROWS or x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
+        return F.linear(x, weight, bias)
+    out = (weight @ x.reshape(rows, -1).T).T
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
 def create_norm_fn(norm_type: str, dim: int, **kwargs) -> nn.Module:
     if norm_type != "layer_norm":
         raise ValueError(f"unknown norm {norm_type!r}; only 'layer_norm' is supported")
@@ -153,10 +174,10 @@ class StreamingMultiheadAttention(nn.Module):
         d = self.embed_dim
         is_causal = False
         if self.cross_attention:
-            q = self._heads(F.linear(query, w[:d], None if b is None else b[:d]))
+            q = self._heads(linear(query, w[:d], None if b is None else b[:d]))
             k, v = kv
         else:
-            q, k, v = F.linear(query, w, b).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+            q, k, v = linear(query, w, b).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
             past = 0
             if cache is not None:
                 past = cache.length
@@ -169,7 +190,7 @@ class StreamingMultiheadAttention(nn.Module):
                     attn_mask = torch.ones(steps, past + steps, dtype=torch.bool, device=q.device).tril(past)
         p = self.dropout if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
-        return self.out_proj(x.transpose(1, 2).flatten(2))
+        return linear(x.transpose(1, 2).flatten(2), self.out_proj.weight, self.out_proj.bias)
 
 
 class StreamingTransformerLayer(nn.Module):
@@ -209,7 +230,8 @@ class StreamingTransformerLayer(nn.Module):
             self.layer_scale_cross = scale()
 
     def _ff(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        hidden = self.dropout(self.activation(linear(x, self.linear1.weight, self.linear1.bias)))
+        return self.dropout(linear(hidden, self.linear2.weight, self.linear2.bias))
 
     def _sa(self, x: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None) -> torch.Tensor:
         return self.dropout(self.self_attn(x, cache=cache, attn_mask=mask))
@@ -264,7 +286,9 @@ class StreamingTransformer(nn.Module):
     def positional(self, offset: int, steps: int, batch: int, x: torch.Tensor) -> torch.Tensor:
         """Sinusoidal embedding of positions [offset, offset + steps) as [B, steps, C]."""
         positions = torch.arange(offset, offset + steps, device=x.device).view(1, -1, 1).expand(batch, -1, -1)
-        return create_sin_embedding(positions, x.shape[-1], max_period=self.max_period, dtype=x.dtype)
+        # float32 as upstream; in low precision, computed in float32 then rounded once.
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        return create_sin_embedding(positions, x.shape[-1], max_period=self.max_period, dtype=dtype).to(x.dtype)
 
     def project_cross_kv(self, source: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys/values of the condition for every layer, computed once per generation."""

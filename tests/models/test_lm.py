@@ -59,3 +59,14 @@ def test_generate_rejects_training_mode(lm):
             lm.generate(num_samples=1, max_gen_len=4)
     finally:
         lm.eval()
+
+
+def test_bfloat16_generation(tiny_musicgen_dir):
+    model = MusicGen.get_pretrained(str(tiny_musicgen_dir), device="cpu", dtype="bf16")
+    assert next(model.lm.parameters()).dtype == torch.bfloat16
+    assert next(model.lm.condition_provider.conditioners["description"].encoder.parameters()).dtype == torch.bfloat16
+    model.set_generation_params(duration=0.4, use_sampling=False)
+    wav, tokens = model.generate(["calm piano", None], return_tokens=True)
+    assert wav.dtype == torch.float32 and tokens.shape == (2, 4, 10) and (tokens < model.lm.card).all()
+    with pytest.raises(ValueError, match="dtype must be"):
+        model.set_dtype("int8")

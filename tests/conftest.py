@@ -60,8 +60,7 @@ def tiny_t5_dir() -> Path:
     """
     from audiocraft_patched.utils.tiny import make_tiny_t5
 
-    return put_in_hf_cache("t5-base", lambda folder: make_tiny_t5(folder, d_model=768, num_heads=2, d_kv=8,
-                                                                   d_ff=32))
+    return put_in_hf_cache("t5-base", lambda folder: make_tiny_t5(folder, d_model=768, num_heads=2, d_kv=8, d_ff=32))
 
 
 @pytest.fixture(scope="session")

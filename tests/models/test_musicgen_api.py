@@ -104,8 +104,8 @@ def test_unsafe_pickle_is_refused(tmp_path):
 
 def test_melody_checkpoint_says_not_supported(tmp_path, tiny_musicgen_dir, tiny_t5_dir):
     cfg = tiny_musicgen_config("t5-base")
-    cfg["conditioners"]["self_wav"] = {"model": "chroma_stem", "chroma_stem": {"sample_rate": 16000, "n_chroma": 12,
-                                                                              "radix2_exp": 14, "argmax": True}}
+    chroma = {"sample_rate": 16000, "n_chroma": 12, "radix2_exp": 14, "argmax": True}
+    cfg["conditioners"]["self_wav"] = {"model": "chroma_stem", "chroma_stem": chroma}
     cfg["fuser"]["prepend"] = ["self_wav"]
     save_export(tmp_path / "state_dict.bin", {}, copy.deepcopy(cfg))
     with pytest.raises(NotImplementedError, match="melody"):

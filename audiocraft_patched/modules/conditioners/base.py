@@ -229,7 +229,8 @@ class ConditioningProvider(nn.Module):
     def tokenize(self, inputs: list[ConditioningAttributes]) -> dict[str, Any]:
         """Collate each attribute over the batch and tokenize it with its conditioner."""
         if not all(isinstance(x, ConditioningAttributes) for x in inputs):
-            raise TypeError(f"expected a list of ConditioningAttributes, got {sorted({type(x).__name__ for x in inputs})}")
+            kinds = sorted({type(x).__name__ for x in inputs})
+            raise TypeError(f"expected a list of ConditioningAttributes, got {kinds}")
         texts: dict[str, list[str | None]] = defaultdict(list)
         for sample in inputs:
             unknown = set(sample.text) - set(self.conditioners)

@@ -110,3 +110,13 @@ def test_melody_checkpoint_says_not_supported(tmp_path, tiny_musicgen_dir, tiny_
     save_export(tmp_path / "state_dict.bin", {}, copy.deepcopy(cfg))
     with pytest.raises(NotImplementedError, match="melody"):
         MusicGen.get_pretrained(str(tmp_path), device="cpu")
+
+
+def test_hub_name_resolved_from_local_cache(tiny_musicgen_dir):
+    import shutil
+
+    from conftest import put_in_hf_cache
+
+    put_in_hf_cache("facebook/musicgen-tiny-test", lambda folder: shutil.copytree(tiny_musicgen_dir, folder))
+    model = MusicGen.get_pretrained("facebook/musicgen-tiny-test", device="cpu")
+    assert model.name == "facebook/musicgen-tiny-test" and model.lm.num_codebooks == 4

@@ -23,11 +23,11 @@ def build_upstream_export(folder, stereo: bool, seed: int = 0):
     from omegaconf import OmegaConf
     from audiocraft.models import builders
 
-    # Upstream's MusicGen needs max_duration > 18 s (its default extend_stride); a hop of 640
-    # samples (25 frames/s) keeps windows that long cheap.
+    # Upstream's MusicGen needs max_duration > 18 s (its default extend_stride); a hop of 1280
+    # samples (12 frames/s, by upstream's integer division) keeps windows that long cheap.
     lm_cfg = tiny_musicgen_config("t5-base", stereo=stereo, segment_duration=18.5)
     codec_cfg = tiny_encodec_config(lm_cfg["sample_rate"], 1, n_q=4, card=lm_cfg["transformer_lm"]["card"],
-                                    ratios=(8, 5, 4, 4))
+                                    ratios=(8, 5, 4, 8))
     torch.manual_seed(seed)
     lm = builders.get_lm_model(OmegaConf.create(copy.deepcopy(lm_cfg)))
     codec = builders.get_compression_model(OmegaConf.create(copy.deepcopy(codec_cfg)))

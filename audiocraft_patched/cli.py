@@ -79,7 +79,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     total = time.perf_counter() - start
     steps = tokens.shape[-1] + model.lm.num_codebooks - 1
     t = model.timings
-    print(f"timing: conditioning {t.get('conditioning', 0) * 1e3:.1f} ms | LM {t.get('lm', 0):.2f} s "
+    per_encoder = ", ".join(f"{key.split('.', 1)[1]} {_encoder_name(model, key.split('.', 1)[1])} {v * 1e3:.1f} ms"
+                            for key, v in t.items() if key.startswith("conditioning."))
+    print(f"timing: conditioning {t.get('conditioning', 0) * 1e3:.1f} ms ({per_encoder}) | LM {t.get('lm', 0):.2f} s "
           f"({t.get('lm', 0) / max(steps, 1) * 1e3:.1f} ms/step) | decode {t.get('decode', 0):.2f} s | "
           f"total {total:.2f} s")
     for stem, audio in zip(stems, wav):
@@ -90,6 +92,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {path} ({audio.shape[-1] / model.sample_rate:.2f} s, {model.sample_rate} Hz, "
               f"{audio.shape[0]} channel{'s' if audio.shape[0] > 1 else ''})")
     return 0
+
+
+def _encoder_name(model, attribute: str) -> str:
+    conditioner = model.lm.condition_provider.conditioners[attribute]
+    return f"[{getattr(conditioner, 'name', type(conditioner).__name__)}]"
 
 
 def describe(model) -> list[str]:

@@ -4,18 +4,24 @@ Mirrors `audiocraft/models/musicgen.py` and `genmodel.py` (audiocraft 1.3.0): `g
 `set_generation_params`, `set_custom_progress_callback`, `generate`, `generate_unconditional`,
 `generate_continuation`, generation past `max_duration` by windows of `extend_stride`, and the
 properties `sample_rate`, `frame_rate`, `audio_channels`, `max_duration`.
+
+Beyond upstream, `generate` also takes `images=` and `audio_prompts=` (reference clips) for
+models with image / CLAP audio conditioners, or `conditions=` for any attribute
+(modules/conditioners/MULTIMODAL.md).
 """
 from __future__ import annotations
 
 import time
 import warnings
 from contextlib import nullcontext
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..data.audio_utils import convert_audio
 from ..modules.conditioners import ConditioningAttributes
+from ..modules.conditioners.audio_embed import as_audio_prompt_list, read_audio_prompt
+from ..modules.conditioners.vision import as_image_list
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
 from .encodec import CompressionModel
 from .lm import LMModel
@@ -54,7 +60,9 @@ class MusicGen:
             max_duration = self.cfg["dataset"]["segment_duration"]
         self.max_duration: float = float(max_duration)
         self.device = next(iter(lm.parameters())).device
-        self.timings: dict[str, float] = {}  # seconds spent per stage by the last generate call
+        # Seconds spent per stage by the last generate call: conditioning (and per conditioner,
+        # 'conditioning.<attribute>': its encoder forward), lm, decode.
+        self.timings: dict[str, float] = {}
         self._progress_callback: Callable[[int, int], None] | None = None
         self.set_generation_params(duration=min(15.0, self.max_duration))
 
@@ -153,9 +161,40 @@ class MusicGen:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
         return self._generate([None] * num_samples, None, progress, return_tokens)
 
-    def generate(self, descriptions: Sequence[str | None], progress: bool = False, return_tokens: bool = False):
-        """Audio [B, C, T] for a list of descriptions (`None` = unconditional row)."""
-        return self._generate(self._check_descriptions(descriptions), None, progress, return_tokens)
+    def generate(self, descriptions: Sequence[str | None] | None = None, progress: bool = False,
+                 return_tokens: bool = False, *, images: Any = None, audio_prompts: Any = None,
+                 audio_prompt_sample_rate: int | None = None, conditions: Sequence[Any] | None = None):
+        """Audio [B, C, T] for a batch of descriptions (`None` = unconditional row), images or reference clips.
+
+        `generate(descriptions)` is upstream's call. The keyword arguments need a model with the
+        matching conditioner; every given list has one entry per sample, None meaning "absent"
+        (the null condition).
+
+        Args:
+            descriptions: texts.
+            progress: print (or report through the callback) the generation progress.
+            return_tokens: also return the codes [B, K, T].
+            images: for the model's image conditioner: file paths, PIL images or tensors [C, H, W]
+                (uint8, or float in [0, 1]), or one [B, C, H, W] tensor.
+            audio_prompts: for the model's CLAP audio conditioner: reference clips whose style
+                conditions the music (they are not continued; see `generate_continuation`):
+                WAV paths, tensors [C, T], (tensor, sample_rate) pairs, or one [B, C, T] tensor.
+            audio_prompt_sample_rate: sample rate of tensor audio prompts (Hz).
+            conditions: instead of the above, per sample a `ConditioningAttributes` or a dict
+                {attribute name: value} (e.g. {'description': 'calm', 'image': 'cat.png'}).
+        """
+        if conditions is not None:
+            if any(x is not None for x in (descriptions, images, audio_prompts)):
+                raise ValueError("pass either conditions= or descriptions / images / audio_prompts, not both")
+            attributes = self._attributes_from_conditions(conditions, audio_prompt_sample_rate)
+        elif images is None and audio_prompts is None:
+            if descriptions is None:
+                raise ValueError("nothing to condition on: give descriptions, images=, audio_prompts= or conditions= "
+                                 "(or call generate_unconditional)")
+            return self._generate(self._check_descriptions(descriptions), None, progress, return_tokens)
+        else:
+            attributes = self._multimodal_attributes(descriptions, images, audio_prompts, audio_prompt_sample_rate)
+        return self._generate([], None, progress, return_tokens, attributes=attributes)
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None, progress: bool = False,
@@ -185,9 +224,69 @@ class MusicGen:
             raise TypeError(f"descriptions must be str or None, got {sorted(bad)}")
         return descriptions
 
+    def _only_conditioner(self, kind: str, argument: str) -> str:
+        """The attribute of the model's one conditioner of `kind` ('image' or 'wav')."""
+        provider = self.lm.condition_provider
+        names = provider.image_conditions if kind == "image" else provider.wav_conditions
+        if len(names) != 1:
+            have = {k: type(v).__name__ for k, v in provider.conditioners.items()}
+            reason = "no" if not names else f"several ({names}) of that kind; use conditions=[{{name: ...}}] with"
+            raise ValueError(f"{argument}= needs a model with one {'image' if kind == 'image' else 'audio'} "
+                             f"conditioner; this one has {reason} (conditioners: {have})")
+        return names[0]
+
+    def _multimodal_attributes(self, descriptions, images, audio_prompts, sample_rate) -> list[ConditioningAttributes]:
+        columns: dict[str, tuple[str, list]] = {}
+        if descriptions is not None:
+            columns["description"] = ("text", self._check_descriptions(descriptions))
+        if images is not None:
+            columns[self._only_conditioner("image", "images")] = ("image", as_image_list(images))
+        if audio_prompts is not None:
+            clips = [read_audio_prompt(p, sample_rate, f"audio prompt {i}")
+                     for i, p in enumerate(as_audio_prompt_list(audio_prompts))]
+            columns[self._only_conditioner("wav", "audio_prompts")] = ("wav", clips)
+        sizes = {name: len(values) for name, (_, values) in columns.items()}
+        if len(set(sizes.values())) != 1 or not next(iter(sizes.values())):
+            raise ValueError(f"give one entry per sample (None for an absent one) to each argument; got {sizes}")
+        attributes = [ConditioningAttributes() for _ in range(next(iter(sizes.values())))]
+        for name, (kind, values) in columns.items():
+            for sample, value in zip(attributes, values):
+                sample[kind][name] = value
+        return attributes
+
+    def _attributes_from_conditions(self, conditions, sample_rate) -> list[ConditioningAttributes]:
+        provider = self.lm.condition_provider
+        kinds = {**{n: "text" for n in provider.text_conditions}, **{n: "wav" for n in provider.wav_conditions},
+                 **{n: "image" for n in provider.image_conditions}}
+        conditions = list(conditions)
+        if not conditions:
+            raise ValueError("conditions is empty: give one ConditioningAttributes or dict per sample")
+        attributes = []
+        for i, item in enumerate(conditions):
+            if isinstance(item, ConditioningAttributes):
+                attributes.append(item)
+                continue
+            if not isinstance(item, dict):
+                raise TypeError(f"conditions[{i}] must be a ConditioningAttributes or a dict, got {type(item).__name__}")
+            unknown = sorted(set(item) - set(kinds))
+            if unknown:
+                raise KeyError(f"conditions[{i}] names {unknown}, which this model has no conditioner for; it has "
+                               f"{kinds}")
+            sample = ConditioningAttributes()
+            for name, value in item.items():
+                if kinds[name] == "wav":
+                    value = read_audio_prompt(value, sample_rate, f"conditions[{i}][{name!r}]")
+                sample[kinds[name]][name] = value
+            attributes.append(sample)
+        return attributes
+
     def _generate(self, descriptions: list[str | None], prompt: torch.Tensor | None, progress: bool,
-                  return_tokens: bool):
-        attributes = [ConditioningAttributes(text={"description": d}) for d in descriptions]
+                  return_tokens: bool, attributes: list[ConditioningAttributes] | None = None):
+        if attributes is None:
+            # A model without a 'description' conditioner (e.g. image-only) gets no text attribute.
+            has_text = "description" in self.lm.condition_provider.conditioners
+            attributes = [ConditioningAttributes(text={"description": d}) if has_text or d is not None
+                          else ConditioningAttributes() for d in descriptions]
         self.timings = {}
         prompt_tokens = None
         if prompt is not None:
@@ -242,6 +341,7 @@ class MusicGen:
                 done += stride
             tokens = torch.cat(chunks, dim=-1)
         self.timings.update(conditioning=lm_timer.conditioning, lm=lm_timer.total - lm_timer.conditioning)
+        self.timings.update({f"conditioning.{name}": t for name, t in lm_timer.per_conditioner.items()})
         return tokens
 
     def generate_audio(self, gen_tokens: torch.Tensor) -> torch.Tensor:
@@ -253,11 +353,12 @@ class MusicGen:
 
 
 class _LMTimer:
-    """Times `lm.generate` calls, and within them the conditioning (tokenize + encode)."""
+    """Times `lm.generate` calls, the conditioning within them, and each conditioner's forward."""
 
     def __init__(self, lm: LMModel):
         self.lm = lm
         self.total = self.conditioning = 0.0
+        self.per_conditioner: dict[str, float] = {}
 
     def __enter__(self):
         self._start = time.perf_counter()
@@ -269,9 +370,24 @@ class _LMTimer:
             self.conditioning += time.perf_counter() - start
             return out
 
+        def before(module, args):
+            module._timer_start = time.perf_counter()
+
+        def after(name):
+            def hook(module, args, output):
+                elapsed = time.perf_counter() - module.__dict__.pop("_timer_start")
+                self.per_conditioner[name] = self.per_conditioner.get(name, 0.0) + elapsed
+            return hook
+
+        self._hooks = []
+        for name, conditioner in self.lm.condition_provider.conditioners.items():
+            self._hooks += [conditioner.register_forward_pre_hook(before),
+                            conditioner.register_forward_hook(after(name))]
         self.lm.condition_tensors = timed  # instance attribute shadows the method for this call
         return self
 
     def __exit__(self, *exc):
         del self.lm.condition_tensors
+        for hook in self._hooks:
+            hook.remove()
         self.total += time.perf_counter() - self._start

@@ -21,7 +21,8 @@ def test_properties_and_shapes(model):
     assert model.max_duration == 18.5
     wav, tokens = model.generate(["calm piano", None], return_tokens=True)
     assert tokens.shape == (2, 4, 5) and wav.shape == (2, 1, 5 * 640)
-    assert set(model.timings) == {"conditioning", "lm", "decode"}
+    assert set(model.timings) == {"conditioning", "conditioning.description", "lm", "decode"}
+    assert 0 < model.timings["conditioning.description"] <= model.timings["conditioning"]
 
 
 def test_unconditional_and_progress_callback(model):

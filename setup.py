@@ -21,6 +21,9 @@ setup(
         "omegaconf>=2.3",  # reads upstream's `xp.cfg` (YAML with ${...} interpolations)
         "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "image": ["pillow"],  # image conditioning (HF image processors read PIL images)
+        "test": ["pytest", "pillow"],
+    },
     entry_points={"console_scripts": ["audiocraft-patched=audiocraft_patched.cli:main"]},
 )

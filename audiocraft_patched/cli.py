@@ -46,11 +46,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .data.audio import audio_write
 
     words = list(args.words)
+    images, clips = list(args.image or []), list(args.audio_prompt or [])
     model_name = args.model
     if model_name is None:
-        model_name = words.pop(0) if len(words) >= 2 and _looks_like_model(words[0]) else "default"
-    if not words:
-        raise ValueError("give at least one prompt, e.g. generate \"calm piano\" -o out.wav")
+        # With --image / --audio-prompt a lone positional may be the model: no text is needed then.
+        needed = 1 if images or clips else 2
+        model_name = words.pop(0) if len(words) >= needed and _looks_like_model(words[0]) else "default"
+    if not words and not images and not clips:
+        raise ValueError("give at least one prompt, e.g. generate \"calm piano\" -o out.wav (or --image / "
+                         "--audio-prompt)")
+    count = max(len(words), len(images), len(clips))
+    for flag, values in (("prompts", words), ("--image", images), ("--audio-prompt", clips)):
+        if len(values) not in (0, 1, count):
+            raise ValueError(f"{len(values)} {flag} for {count} samples: give one (shared by all) or one per sample")
+    inputs = {"descriptions": words * (count // len(words)) if words else None}
+    if images:
+        inputs["images"] = images * (count // len(images))
+    if clips:
+        inputs["audio_prompts"] = clips * (count // len(clips))
     if args.duration <= 0:
         raise ValueError(f"--duration must be > 0 seconds, got {args.duration}")
     torch.set_num_threads(args.threads) if args.threads else None
@@ -59,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                 temperature=args.temperature, cfg_coef=args.cfg_coef,
                                 use_sampling=not args.greedy, extend_stride=args.extend_stride)
     out = Path(args.output)
-    stems = [out.with_suffix("")] if len(words) == 1 else [out.with_name(f"{out.stem}_{i}") for i in range(len(words))]
+    stems = [out.with_suffix("")] if count == 1 else [out.with_name(f"{out.stem}_{i}") for i in range(count)]
     for stem in stems:  # refuse before spending minutes generating
         target = stem.with_suffix(".wav")
         if target.exists() and not args.overwrite:
@@ -74,7 +87,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model.set_custom_progress_callback(progress)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    wav, tokens = model.generate(words, progress=True, return_tokens=True)
+    if images or clips:
+        wav, tokens = model.generate(progress=True, return_tokens=True, **inputs)
+    else:
+        wav, tokens = model.generate(words, progress=True, return_tokens=True)
     bar.close()
     total = time.perf_counter() - start
     steps = tokens.shape[-1] + model.lm.num_codebooks - 1
@@ -108,12 +124,26 @@ def describe(model) -> list[str]:
         kind = type(cond).__name__
         if encoder is not None:
             n = sum(p.numel() for p in encoder.parameters())
+            family = getattr(getattr(cond, "family", None), "name", None)
+            extras = [f"family {family}" if family else "", str(getattr(cond, "dtype", "")).replace("torch.", ""),
+                      f"max_length {cond.max_length}" if getattr(cond, "max_length", None) else "",
+                      f"template {cond.prompt_template!r}" if getattr(cond, "prompt_template", None) else ""]
             lines.append(f"conditioner {name!r}: {kind}, encoder {cond.name!r} ({type(encoder).__name__}, "
                          f"width {cond.dim}, {n / 1e6:.2f}M params, {'fine-tuned' if cond.finetune else 'frozen'}, "
-                         f"pooling {cond.pooling}, layer {'last' if cond.layer is None else cond.layer})")
+                         f"pooling {cond.pooling}, layer {'last' if cond.layer is None else cond.layer})"
+                         + "".join(f", {e}" for e in extras if e))
         else:
             lines.append(f"conditioner {name!r}: {kind}, width {cond.dim}")
-        lines.append(f"  output_proj: Linear({cond.output_proj.in_features} -> {cond.output_proj.out_features})")
+        # Where the projection comes from: after a swap it may be random until aligned.
+        origin = {"kept": ", kept from the previous encoder (same width)",
+                  "new": ", new (random: align or fine-tune it)",
+                  "checkpoint": ", from the checkpoint"}.get(getattr(cond, "projection_origin", None), "")
+        swapped = getattr(cond, "swapped_projection", None)
+        if origin.endswith("checkpoint") and swapped:
+            origin += (", made new by swap (random unless aligned since)" if swapped == "new"
+                       else ", kept by swap from the previous encoder")
+        lines.append(f"  output_proj: Linear({cond.output_proj.in_features} -> {cond.output_proj.out_features})"
+                     + origin)
     fuse = {k: v for k, v in lm.fuser.fuse2cond.items() if v}
     lines.append(f"fuser: {fuse}" + (" + cross-attention positions" if lm.fuser.cross_attention_pos_emb else ""))
     pattern = lm.pattern_provider
@@ -142,9 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="text to music",
                          description="generate [MODEL] PROMPT [PROMPT ...]: MODEL is a checkpoint folder, a hub id in "
                                      "the local Hugging Face cache, 'default' (embedded) or 'debug'; omitted: default")
-    gen.add_argument("words", nargs="+", metavar="[MODEL] PROMPT")
+    gen.add_argument("words", nargs="*", metavar="[MODEL] PROMPT")
     gen.add_argument("-m", "--model", help="model (instead of the first positional)")
     gen.add_argument("-o", "--output", default="out.wav", help="output WAV (several prompts: out_0.wav, ...)")
+    gen.add_argument("--image", action="append", metavar="PATH",
+                     help="condition on this image (models with an image conditioner); repeat for several samples")
+    gen.add_argument("--audio-prompt", action="append", metavar="PATH",
+                     help="condition on this reference WAV's style (models with a CLAP audio conditioner; not "
+                          "continued); repeat for several samples")
     gen.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--top-k", type=int, default=250)
@@ -165,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("model", nargs="?", default="default")
     ins.add_argument("--device", default="cpu")
     ins.set_defaults(func=cmd_inspect)
+
+    # The other verbs live beside what they drive: swap.py, align/, patching/.
+    from .align.cli import add_align_parsers
+    from .patching.rebase import add_rebase_parser
+    from .swap import add_swap_parser
+
+    add_swap_parser(sub)
+    add_align_parsers(sub)
+    add_rebase_parser(sub)
     return parser
 
 

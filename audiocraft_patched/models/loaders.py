@@ -130,10 +130,25 @@ def load_lm_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     file = resolve_file(name_or_path, LM_FILE, cache_dir)
     pkg = load_checkpoint(file)
     cfg = lm_config(pkg, file, device)
+    resolve_relative_encoders(cfg, file.parent)
     model = builders.get_lm_model(cfg)
     load_lm_state(model, pkg["best_state"], file)
     model.cfg = cfg
     return model.eval()
+
+
+def resolve_relative_encoders(cfg: dict, folder: Path) -> None:
+    """Make encoder names written as './x' (a folder shipped beside the checkpoint) absolute, in place.
+
+    A checkpoint that carries its own text encoder can then be moved or installed anywhere.
+    """
+    for conditioner in (cfg.get("conditioners") or {}).values():
+        if not isinstance(conditioner, dict):
+            continue
+        kwargs = conditioner.get(conditioner.get("model"))
+        name = kwargs.get("name") if isinstance(kwargs, dict) else None
+        if isinstance(name, str) and name.startswith(("./", "../")):
+            kwargs["name"] = str((folder / name).resolve())
 
 
 def load_lm_state(model: LMModel, state: dict[str, torch.Tensor], file: Path | str = "checkpoint") -> None:

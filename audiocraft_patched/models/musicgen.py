@@ -251,7 +251,8 @@ class MusicGen:
         attributes = [ConditioningAttributes() for _ in range(next(iter(sizes.values())))]
         for name, (kind, values) in columns.items():
             for sample, value in zip(attributes, values):
-                sample[kind][name] = value
+                if value is not None or kind != "wav":  # an absent clip is left out: the provider nulls it
+                    sample[kind][name] = value
         return attributes
 
     def _attributes_from_conditions(self, conditions, sample_rate) -> list[ConditioningAttributes]:
@@ -267,7 +268,8 @@ class MusicGen:
                 attributes.append(item)
                 continue
             if not isinstance(item, dict):
-                raise TypeError(f"conditions[{i}] must be a ConditioningAttributes or a dict, got {type(item).__name__}")
+                raise TypeError(f"conditions[{i}] must be a ConditioningAttributes or a dict, "
+                                f"got {type(item).__name__}")
             unknown = sorted(set(item) - set(kinds))
             if unknown:
                 raise KeyError(f"conditions[{i}] names {unknown}, which this model has no conditioner for; it has "

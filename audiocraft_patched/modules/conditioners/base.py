@@ -5,6 +5,11 @@ same class names, constructor arguments and outputs. Every conditioner turns a b
 attributes into `(embeddings [B, L, output_dim], mask [B, L])`; embeddings are zero where the
 mask is 0, and a missing attribute (`None`) gives an all-zero mask row: the null condition of
 classifier-free guidance.
+
+Beyond upstream: an `image` kind of attribute (`ConditioningAttributes.image`, read by
+`ImageConditioner`s; `None` is its null), and reference audio through upstream's `wav` kind
+(a `WavCondition` of length 0 is its null), so that image and audio conditioners
+(`vision.py`, `audio_embed.py`) are batched, dropped and nulled like text.
 """
 from __future__ import annotations
 
@@ -46,6 +51,8 @@ class ConditioningAttributes:
     text: dict[str, str | None] = dataclasses.field(default_factory=dict)
     wav: dict[str, WavCondition] = dataclasses.field(default_factory=dict)
     joint_embed: dict[str, JointEmbedCondition] = dataclasses.field(default_factory=dict)
+    # Not upstream: a path, PIL image or [C, H, W] tensor per attribute; None is the null image.
+    image: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, item: str):
         return getattr(self, item)
@@ -63,11 +70,16 @@ class ConditioningAttributes:
         return self.joint_embed.keys()
 
     @property
+    def image_attributes(self):
+        return self.image.keys()
+
+    @property
     def attributes(self) -> dict[str, Any]:
-        return {"text": self.text_attributes, "wav": self.wav_attributes, "joint_embed": self.joint_embed_attributes}
+        return {"text": self.text_attributes, "wav": self.wav_attributes, "joint_embed": self.joint_embed_attributes,
+                "image": self.image_attributes}
 
     def to_flat_dict(self) -> dict[str, Any]:
-        return {f"{kind}.{name}": value for kind in ("text", "wav", "joint_embed")
+        return {f"{kind}.{name}": value for kind in ("text", "wav", "joint_embed", "image")
                 for name, value in self[kind].items()}
 
     @classmethod
@@ -98,14 +110,17 @@ def nullify_wav(cond: WavCondition) -> WavCondition:
 
 def dropout_condition(sample: ConditioningAttributes, condition_type: str, condition: str) -> ConditioningAttributes:
     """Replace one attribute of `sample` (in place) by its null value."""
-    if condition_type not in ("text", "wav"):
-        raise ValueError(f"cannot drop a condition of type {condition_type!r}; expected 'text' or 'wav'")
+    if condition_type not in ("text", "wav", "image"):
+        raise ValueError(f"cannot drop a condition of type {condition_type!r}; expected 'text', 'wav' or 'image'")
     if condition not in sample[condition_type]:
+        if condition_type == "image":
+            return sample  # an absent image already is the null image (images are optional per sample)
         raise ValueError(f"sample has no {condition_type} condition {condition!r}")
     if condition_type == "wav":
-        sample.wav[condition] = nullify_wav(sample.wav[condition])
+        if sample.wav[condition] is not None:  # None (an absent clip, as the provider reads it) is null already
+            sample.wav[condition] = nullify_wav(sample.wav[condition])
     else:
-        sample.text[condition] = None
+        sample[condition_type][condition] = None
     return sample
 
 
@@ -147,7 +162,7 @@ class AttributeDropout(DropoutModule):
 
 
 class ClassifierFreeGuidanceDropout(DropoutModule):
-    """With probability p (training only), null every text and wav condition of the whole batch.
+    """With probability p (training only), null every text, wav and image condition of the whole batch.
 
     `ClassifierFreeGuidanceDropout(p=1.0)` (a fresh module is in training mode) makes the null
     conditions of CFG at generation time.
@@ -164,7 +179,7 @@ class ClassifierFreeGuidanceDropout(DropoutModule):
             return samples
         samples = deepcopy(samples)
         for sample in samples:
-            for kind in ("wav", "text"):
+            for kind in ("wav", "text", "image"):
                 for attribute in list(sample[kind]):
                     dropout_condition(sample, kind, attribute)
         return samples
@@ -198,7 +213,11 @@ class TextConditioner(BaseConditioner):
 
 
 class WaveformConditioner(BaseConditioner):
-    """Marks conditioners that read `ConditioningAttributes.wav` (e.g. melody chroma)."""
+    """Marks conditioners that read `ConditioningAttributes.wav` (e.g. melody chroma, CLAP audio)."""
+
+
+class ImageConditioner(BaseConditioner):
+    """Marks conditioners that read `ConditioningAttributes.image` (not upstream)."""
 
 
 class ConditioningProvider(nn.Module):
@@ -226,26 +245,75 @@ class ConditioningProvider(nn.Module):
     def has_wav_condition(self) -> bool:
         return bool(self.wav_conditions)
 
+    @property
+    def image_conditions(self) -> list[str]:
+        return [k for k, v in self.conditioners.items() if isinstance(v, ImageConditioner)]
+
     def tokenize(self, inputs: list[ConditioningAttributes]) -> dict[str, Any]:
-        """Collate each attribute over the batch and tokenize it with its conditioner."""
+        """Collate each attribute over the batch and tokenize it with its conditioner.
+
+        A sample without some attribute of the model gets its null value (None text or image,
+        empty wav), so present and absent inputs mix freely in one batch.
+        """
         if not all(isinstance(x, ConditioningAttributes) for x in inputs):
             kinds = sorted({type(x).__name__ for x in inputs})
             raise TypeError(f"expected a list of ConditioningAttributes, got {kinds}")
-        texts: dict[str, list[str | None]] = defaultdict(list)
+        names_by_kind = {"text": self.text_conditions, "wav": self.wav_conditions, "image": self.image_conditions}
+        batches: dict[str, list[Any]] = defaultdict(list)
         for sample in inputs:
-            unknown = set(sample.text) - set(self.conditioners)
-            if unknown:
-                raise KeyError(f"unknown text attributes {sorted(unknown)}; this model has {sorted(self.conditioners)}")
-            for name in self.text_conditions:
-                texts[name].append(sample.text.get(name))
-        if self.wav_conditions:
-            raise NotImplementedError(
-                f"waveform conditioning ({self.wav_conditions}, e.g. musicgen-melody's chroma) is not "
-                "supported by audiocraft_patched yet; use a text-only MusicGen checkpoint")
-        return {name: self.conditioners[name].tokenize(batch) for name, batch in texts.items()}
+            for kind, names in names_by_kind.items():
+                unknown = set(sample[kind]) - set(names)
+                if unknown:
+                    known = {k: type(v).__name__ for k, v in self.conditioners.items()}
+                    raise KeyError(f"unknown {kind} attributes {sorted(unknown)}; this model's conditioners are "
+                                   f"{known}")
+                for name in names:
+                    batches[name].append(sample[kind].get(name))
+        # Upstream's order, text then wav (the fuser concatenates cross-attention sources in it), then images.
+        tokenized = {name: self.conditioners[name].tokenize(batches[name]) for name in self.text_conditions}
+        for name in self.wav_conditions:
+            tokenized[name] = self.conditioners[name].tokenize(collate_wavs(batches[name]))
+        for name in self.image_conditions:
+            tokenized[name] = self.conditioners[name].tokenize(batches[name])
+        return tokenized
 
     def forward(self, tokenized: dict[str, Any]) -> dict[str, ConditionType]:
         return {name: self.conditioners[name](inputs) for name, inputs in tokenized.items()}
+
+
+def collate_wavs(conditions: list[WavCondition | None]) -> WavCondition:
+    """One `WavCondition` per sample (wav [1, C, T], or None) -> a batch: mono wav [B, 1, T_max].
+
+    As upstream's `_collate_wavs`: downmixed to mono, zero-padded to the longest, lengths and
+    sample rates kept per row (rows may have different rates). A missing condition becomes a
+    row of length 0, the null condition.
+    """
+    rows, lengths, rates, paths, seeks = [], [], [], [], []
+    known_rate = next((int(c.sample_rate[0]) for c in conditions if c is not None and c.sample_rate), 0)
+    for i, cond in enumerate(conditions):
+        if cond is None:
+            # A null row's rate is never read (a row of length 0 carries no audio).
+            rows.append(torch.zeros(0))
+            lengths.append(0)
+            rates.append(known_rate)
+            paths.append(None)
+            seeks.append(None)
+            continue
+        if not isinstance(cond, WavCondition):
+            raise TypeError(f"wav condition of sample {i} must be a WavCondition (or None), got {type(cond).__name__}")
+        if cond.wav.dim() != 3 or cond.wav.shape[0] != 1:
+            raise ValueError(f"wav condition of sample {i} must hold one waveform [1, C, T], got shape "
+                             f"{tuple(cond.wav.shape)}; give each sample its own WavCondition")
+        length = int(cond.length.reshape(-1)[0]) if cond.length.numel() else 0
+        rows.append(cond.wav[0, :, :length].float().mean(0))  # [T]
+        lengths.append(length)
+        rates.append(int(cond.sample_rate[0]))
+        paths.append(cond.path[0] if cond.path else None)
+        seeks.append(cond.seek_time[0] if cond.seek_time else None)
+    wav = torch.zeros(len(rows), 1, max(max(lengths, default=0), 1))  # [B, 1, T_max]
+    for i, row in enumerate(rows):
+        wav[i, 0, :row.shape[-1]] = row.cpu()
+    return WavCondition(wav, torch.tensor(lengths, dtype=torch.long), rates, paths, seeks)
 
 
 class ConditionFuser(nn.Module):

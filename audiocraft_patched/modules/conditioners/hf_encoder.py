@@ -3,8 +3,10 @@
 Replaces upstream's `T5Conditioner` (`audiocraft/modules/conditioners.py`, 1.3.0), which accepts
 ten whitelisted T5 names, downloads them at run time and keeps a hand-written table of widths.
 Here `name` is a hub id (resolved from the local Hugging Face cache when offline) or a local
-folder, and the width comes from the model's config. With the defaults (last hidden state, no
-pooling, no truncation) the outputs equal upstream's T5Conditioner on the same weights.
+folder; an encoder family (`hf_family.py`: T5/mT5/UMT5, BERT-like encoders, sentence-transformers
+folders, CLIP and CLAP text towers, decoder-only LLMs) loads it, and the width comes from the
+model's config. With the defaults on a T5 (last hidden state, no pooling, no truncation, float32)
+the outputs equal upstream's T5Conditioner on the same weights.
 
 Upstream's contract is kept:
 - `tokenize()` does the CPU work up to the host-to-device copy, `forward()` the compute;
@@ -14,56 +16,49 @@ Upstream's contract is kept:
 """
 from __future__ import annotations
 
-import logging
-import os
 import random
 import warnings
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 
 from . import TextConditioner, register_encoder
 from .base import ConditionType
+from .cache import TextEmbeddingCache, cache_key, encoder_fingerprint, model_tensors, weights_state
+from .hf_family import EncoderFamily, find_family, resolve_pretrained
+# Encoder families register themselves when imported. To add one, write a short file like
+# hf_clap.py and import its class here (one line).
+from .hf_bert import EncoderOnlyFamily  # noqa: F401
+from .hf_clap import CLAPTextFamily  # noqa: F401
+from .hf_clip import CLIPTextFamily  # noqa: F401
+from .hf_decoder import DecoderOnlyFamily  # noqa: F401
+from .hf_sentence_transformers import SentenceTransformersFamily  # noqa: F401
+from .hf_t5 import Seq2SeqEncoderFamily  # noqa: F401
 
-logger = logging.getLogger(__name__)
-
-POOLINGS = ("none", "mean", "cls", "last", "max")
-
-
-def resolve_pretrained(name: str, loader, **kwargs):
-    """`loader.from_pretrained(name)` with an error that says how to get the files offline."""
-    try:
-        return loader.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
-        if os.path.isdir(name):
-            raise OSError(f"could not load {loader.__name__} from folder {name!r}: {exc}") from exc
-        raise OSError(
-            f"could not find the Hugging Face model {name!r} ({exc.__class__.__name__}: {exc}).\n"
-            "Without network access, either pass a local folder (one written by `save_pretrained` for the "
-            "model and its tokenizer), or fill the Hugging Face cache beforehand on a machine online, e.g. "
-            f"`huggingface-cli download {name}`, and set HF_HUB_OFFLINE=1.") from exc
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_text_encoder(name: str):
-    """Load (tokenizer, encoder module, hidden width) for a hub id or local folder."""
-    from transformers import AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer
+def load_text_encoder(name: str, pooling: str | None = None, dtype: str | None = None):
+    """Load (family, tokenizer, text model) for a hub id or local folder.
 
-    from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
+    Args:
+        name: hub id or folder.
+        pooling: the pooling it will be used with (CLIP/CLAP load their projection for 'projected');
+            None: the family's default.
+        dtype: weights dtype ('float32', 'bfloat16', 'float16'); None: float32.
+    """
+    from transformers import AutoConfig
 
     config = resolve_pretrained(name, AutoConfig)
-    tokenizer = resolve_pretrained(name, AutoTokenizer)
-    if config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES:
-        # For seq2seq families this is the encoder alone: AutoModel would build the whole model
-        # (and a random decoder when the folder holds only an encoder).
-        model = resolve_pretrained(name, AutoModelForTextEncoding)
-    else:
-        model = resolve_pretrained(name, AutoModel)
-    width = next((getattr(config, key) for key in ("d_model", "hidden_size", "n_embd", "dim")
-                  if isinstance(getattr(config, key, None), int)), None)
-    if width is None:
-        raise ValueError(f"cannot read the hidden width of {name!r} from its config "
-                         "(no d_model / hidden_size / n_embd)")
-    return tokenizer, model, width
+    family: EncoderFamily = find_family(name, config)(name, config)
+    pooling = family.default_pooling() if pooling is None else pooling
+    if pooling not in family.poolings:
+        raise ValueError(f"pooling={pooling!r} is not available for {name!r} ({family.name} family); "
+                         f"use one of {family.poolings}")
+    tokenizer = family.load_tokenizer()
+    model = family.load_model(pooling, DTYPES[dtype or "float32"])
+    return family, tokenizer, model
 
 
 @register_encoder("hf", "t5")
@@ -79,45 +74,99 @@ class HFEncoderConditioner(TextConditioner):
             off on CPU, as upstream.
         word_dropout: probability of dropping each word while training.
         normalize_text: upstream's spacy lemmatisation; not supported here.
-        pooling: 'none' (token sequence for cross-attention) or 'mean'/'cls'/'last'/'max'
-            (one vector per text).
-        layer: which hidden state to use (None: the last hidden state; -2: the one before...).
-        max_length: truncate longer token sequences to this length (with a warning).
+        pooling: 'none' (token sequence [B, T, D] for cross-attention), or one vector per text
+            ([B, 1, D]): 'mean', 'cls', 'last' (last real token), 'max', and for CLIP/CLAP
+            'projected' (the joint-space embedding). None: the family's default ('none', or a
+            sentence-transformers folder's own pooling).
+        layer: which hidden state (0: embeddings, i: after layer i, -2: the one before last);
+            None: the model's `last_hidden_state`.
+        max_length: truncate longer token sequences to this length, with a warning. None: the
+            family's default (a sentence-transformers `max_seq_length`, the position limit of
+            models with learned positions, no limit for T5).
+        prompt_template: format of non-empty texts, with one '{}' (e.g. 'query: {}').
+        dtype: weights and compute dtype of the encoder ('float32', 'bfloat16', 'float16'; on
+            CPU too). None: float32.
+        normalize: L2-normalize the pooled vector. None: the family's default (True for
+            sentence-transformers folders with a Normalize module and for CLAP 'projected').
+        swapped_projection: what `swap` did to `output_proj` when it wrote this config ('kept' or
+            'new'), shown by `inspect`; None for models trained with this encoder.
+        cache: keep encoder outputs in a `TextEmbeddingCache` (True: a new in-memory one).
+        cache_dir: also keep them on disk in this folder.
     """
 
     def __init__(self, name: str, output_dim: int, finetune: bool = False, device: str | torch.device = "cpu",
                  autocast_dtype: str | None = "float32", word_dropout: float = 0.0, normalize_text: bool = False,
-                 pooling: str = "none", layer: int | None = None, max_length: int | None = None):
+                 pooling: str | None = None, layer: int | None = None, max_length: int | None = None,
+                 prompt_template: str | None = None, dtype: str | None = None, normalize: bool | None = None,
+                 swapped_projection: str | None = None, cache: bool | TextEmbeddingCache = False,
+                 cache_dir: str | None = None):
         if normalize_text:
             raise ValueError("normalize_text=True needs upstream's spacy lemmatiser, which audiocraft_patched does "
                              "not ship; set normalize_text: false (the released MusicGen models use false)")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
-        tokenizer, encoder, width = load_text_encoder(str(name))
-        super().__init__(width, output_dim)
+        for option, value in (("dtype", dtype), ("autocast_dtype", autocast_dtype)):
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"{option} must be one of {sorted(DTYPES)} or None, got {value!r}")
+        if prompt_template is not None and prompt_template.count("{}") != 1:
+            raise ValueError(f"prompt_template must contain '{{}}' once, where the text goes; got {prompt_template!r}")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+        family, tokenizer, encoder = load_text_encoder(str(name), pooling, dtype)
+        pooling = family.default_pooling() if pooling is None else pooling
+        normalize = family.default_normalize(pooling) if normalize is None else normalize
+        if normalize and pooling == "none":
+            raise ValueError("normalize=True applies to a pooled vector; choose a pooling other than 'none'")
+        n_layers = family.num_layers(encoder)
+        if layer is not None and n_layers is not None and not -(n_layers + 1) <= layer <= n_layers:
+            raise ValueError(f"layer={layer} is out of range: {name!r} has {n_layers} layers, so hidden states "
+                             f"{-(n_layers + 1)}..{n_layers} (0 = embeddings)")
+        limit = family.position_limit(encoder)
+        if max_length is not None and limit is not None and max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds what {name!r} accepts ({limit} positions)")
+        if max_length is None:
+            max_length = min((n for n in (family.default_max_length(), limit) if n is not None), default=None)
+        super().__init__(family.width(encoder, pooling), output_dim)
         self.name = str(name)
+        self.family = family
+        self.tokenizer = tokenizer
         self.finetune = finetune
         self.word_dropout = word_dropout
         self.pooling = pooling
         self.layer = layer
         self.max_length = max_length
-        self.tokenizer = tokenizer
-        self.autocast_dtype = None if autocast_dtype is None else getattr(torch, autocast_dtype)
-        self._forward_args = set(_forward_parameters(encoder))
+        self.prompt_template = prompt_template
+        self.normalize = normalize
+        self.dtype = DTYPES[dtype or "float32"]
+        self.autocast_dtype = None if autocast_dtype is None else DTYPES[autocast_dtype]
+        self.projection_origin = "new"  # 'kept' by swap, 'checkpoint' once loaded from a state dict
+        self.swapped_projection = swapped_projection
+        self._model_inputs = family.input_names(encoder, tokenizer)
         encoder = encoder.to(device).train(finetune)
         encoder.requires_grad_(finetune)
         if finetune:
             self.encoder = encoder
         else:
             # Not a registered submodule: the frozen weights stay out of state_dict (as upstream's
-            # `self.__dict__['t5']`); `_apply` below still moves/casts them with the module.
+            # `self.__dict__['t5']`); `_apply` below still moves them with the module.
             self.__dict__["encoder"] = encoder
+        self.cache: TextEmbeddingCache | None = None
+        self._fingerprint: tuple[tuple, str] | None = None  # (weights_state, sha256)
+        self._watched: tuple[torch.nn.Module, list[torch.Tensor]] | None = None
+        if isinstance(cache, TextEmbeddingCache):  # (an empty cache is falsy: test the type)
+            self.enable_cache(cache)
+        elif cache or cache_dir:
+            self.enable_cache(directory=cache_dir)
 
     def _apply(self, fn, *args, **kwargs):
         if not self.finetune:
-            self.__dict__["encoder"] = self.__dict__["encoder"]._apply(fn, *args, **kwargs)
+            # A frozen encoder follows device moves but keeps its dtype (upstream's T5 stays float32
+            # under `lm.half()`); use `dtype=` to run it in half precision.
+            def move_only(t: torch.Tensor) -> torch.Tensor:
+                out = fn(t)
+                return t.to(out.device) if out.dtype != t.dtype else out
+
+            self.__dict__["encoder"] = self.__dict__["encoder"]._apply(move_only, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True):
@@ -126,41 +175,117 @@ class HFEncoderConditioner(TextConditioner):
             self.__dict__["encoder"].eval()  # a frozen encoder never runs dropout
         return self
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "output_proj.weight" in state_dict:
+            self.projection_origin = "checkpoint"
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
+    # -- embedding cache ---------------------------------------------------------------------------
+    def enable_cache(self, cache: TextEmbeddingCache | None = None, directory: str | None = None,
+                     **kwargs) -> TextEmbeddingCache:
+        """Cache encoder outputs (bit-identical results); `cache` may be shared between conditioners."""
+        self.cache = cache if cache is not None else TextEmbeddingCache(directory=directory, **kwargs)
+        return self.cache
+
+    def disable_cache(self) -> None:
+        self.cache = None
+
+    def fingerprint(self) -> str:
+        """Hash of the encoder (class, config, tokenizer, weights), recomputed when a weight changes."""
+        if self._watched is None or self._watched[0] is not self.encoder:
+            # Listing the tensors walks every submodule (most of a cache hit's time): done once.
+            self._watched = (self.encoder, model_tensors(self.encoder))
+        state = weights_state(self._watched[1])
+        if self._fingerprint is None or self._fingerprint[0] != state:
+            self._fingerprint = (state, encoder_fingerprint(self.encoder, self.tokenizer))
+        return self._fingerprint[1]
+
+    def refresh(self) -> None:
+        """Forget the fingerprint: needed only after editing weights through `param.data` or replacing submodules."""
+        self._fingerprint = None
+        self._watched = None
+
+    def _cache_settings(self) -> dict:
+        autocast = self.autocast_dtype if self.device.type != "cpu" else None
+        return {"family": self.family.name, "model": type(self.encoder).__name__, "pooling": self.pooling,
+                "layer": self.layer, "max_length": self.max_length, "normalize": self.normalize,
+                "dtype": str(self.dtype), "autocast": str(autocast), "device": self.device.type,
+                "inputs": sorted(self._model_inputs)}
+
+    def _cache_usable(self) -> bool:
+        random_words = self.training and self.word_dropout > 0
+        return self.cache is not None and not random_words and not (self.finetune and torch.is_grad_enabled())
+
+    # -- conditioning ------------------------------------------------------------------------------
+    def _prepare(self, text: str) -> str:
+        if text == "":
+            return ""  # stays empty: the null condition
+        if self.prompt_template is not None:
+            text = self.prompt_template.replace("{}", text)
+        return self.family.prepare_text(text)
+
     def tokenize(self, x: list[str | None]) -> dict[str, torch.Tensor]:
-        """Texts -> tokenizer outputs on the encoder's device; empty/None rows get a zero mask."""
+        """Texts -> tokenizer outputs on the encoder's device; empty/None rows get a zero mask.
+
+        On a cache hit, returns {'attention_mask': [B, T], 'cached_states': encoder output} instead.
+        """
         bad = [type(t).__name__ for t in x if t is not None and not isinstance(t, str)]
         if bad:
             raise TypeError(f"text conditions must be str or None, got {sorted(set(bad))}")
         entries = ["" if t is None else t for t in x]
-        if self.word_dropout > 0 and self.training:
+        if self.word_dropout > 0 and self.training:  # on the user's words, before any template
             entries = [" ".join(w for w in e.split(" ") if random.random() >= self.word_dropout) for e in entries]
+        entries = [self._prepare(e) for e in entries]
+        key = None
+        if self._cache_usable():
+            key = cache_key(self.fingerprint(), self._cache_settings(), entries)
+            hit = self.cache.get(key, self.device)
+            if hit is not None:
+                return {"attention_mask": hit[1], "cached_states": hit[0]}
+        inputs = self._tokenize(entries)
+        if key is not None:
+            inputs["cache_key"] = key  # forward stores the result under it
+        return inputs
+
+    def _tokenize(self, entries: list[str]) -> dict[str, torch.Tensor]:
         inputs = self.tokenizer(entries, return_tensors="pt", padding=True)
         if self.max_length is not None and inputs["input_ids"].shape[1] > self.max_length:
             longest = int(inputs["attention_mask"].sum(1).max())
             warnings.warn(f"{self.name}: a text has {longest} tokens; truncated to max_length={self.max_length}")
             inputs = self.tokenizer(entries, return_tensors="pt", padding=True, truncation=True,
                                     max_length=self.max_length)
-        inputs = {k: v for k, v in inputs.items() if k in self._forward_args}
+        inputs = {k: v for k, v in inputs.items() if k in self._model_inputs or k == "attention_mask"}
+        if inputs["input_ids"].shape[1] == 0:
+            # Only empty texts, and a tokenizer that adds no special token (GPT-2, Qwen): one masked pad
+            # position, since a condition of length 0 has nothing for cross-attention to attend to.
+            pad = {"input_ids": self.tokenizer.pad_token_id}
+            inputs = {k: torch.full((len(entries), 1), pad.get(k, 0), dtype=v.dtype) for k, v in inputs.items()}
         empty = [i for i, e in enumerate(entries) if e == ""]
         inputs["attention_mask"][empty, :] = 0
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Hidden states [B, T, dim] of the chosen layer."""
-        if self.layer is None:
-            return self.encoder(**inputs).last_hidden_state
-        return self.encoder(**inputs, output_hidden_states=True).hidden_states[self.layer]
+        """Encoder output: hidden states [B, T, D] of the chosen layer ([B, 1, D] for 'projected')."""
+        if "cached_states" in inputs:
+            return inputs["cached_states"]
+        model_inputs = {k: v for k, v in inputs.items() if k in self._model_inputs}
+        states = self.family.encode(self.encoder, model_inputs, self.layer, self.pooling)
+        if inputs.get("cache_key") is not None and self.cache is not None:
+            self.cache.put(inputs["cache_key"], states, inputs["attention_mask"])
+        return states
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T, D] token states -> ([B, 1, D], [B, 1]) per `pooling` ('none' keeps them)."""
         if self.pooling == "none":
             return hidden, mask
         m = mask.unsqueeze(-1).to(hidden.dtype)
-        if self.pooling == "mean":
+        if self.pooling == "projected":  # the model pooled and projected already: [B, 1, D]
+            pooled = hidden[:, 0]
+        elif self.pooling == "mean":
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
         elif self.pooling == "max":
             pooled = hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(1)
@@ -169,7 +294,12 @@ class HFEncoderConditioner(TextConditioner):
         else:  # last non-padded token (works for left or right padding)
             last = mask.shape[1] - 1 - mask.flip(1).float().argmax(1) if mask.shape[1] else mask.sum(1)
             pooled = hidden[torch.arange(hidden.shape[0]), last.long()]
-        return pooled.unsqueeze(1), mask.amax(1, keepdim=True)
+        present = mask.amax(1, keepdim=True)  # [B, 1]: 0 for empty texts
+        # Rows without tokens pool to 0 (max pooling would give finfo.min, which overflows in output_proj).
+        pooled = pooled.masked_fill(present == 0, 0)
+        if self.normalize:
+            pooled = F.normalize(pooled, dim=-1)
+        return pooled.unsqueeze(1), present
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ConditionType:
         mask = inputs["attention_mask"]
@@ -202,10 +332,3 @@ class T5Conditioner(HFEncoderConditioner):
     @property
     def t5_tokenizer(self):
         return self.tokenizer
-
-
-def _forward_parameters(model) -> list[str]:
-    """Argument names the encoder's forward accepts (BERT tokenizers add token_type_ids, etc.)."""
-    import inspect
-
-    return list(inspect.signature(model.forward).parameters)

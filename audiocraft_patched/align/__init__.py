@@ -1,0 +1,18 @@
+"""Alignment and fine-tuning of a swapped text encoder against a frozen MusicGen, and their metrics.
+
+No upstream counterpart. A released MusicGen was trained on frozen T5 features; a new encoder with a
+fresh projection speaks another language. Two ways back:
+
+- `align` (no audio): train an adapter so that the new conditioning makes the frozen LM predict
+  what it predicts under the original one (`tasks.AlignTask`);
+- `finetune` (audio + captions): the LM's own loss, training the projection / adapter, optionally
+  LoRA on cross-attention and the encoder (`tasks.FinetuneTask`);
+
+then measure (`metrics`). The result is an ordinary checkpoint whose conditioner is
+`model: hf_adapter` (`conditioner.HFAdapterConditioner`).
+
+Only the adapters and the conditioner are imported here, because `modules.conditioners` imports
+this package to register `hf_adapter`; import `align.train`, `align.metrics`, ... directly.
+"""
+from .adapters import ADAPTERS, Adapter, LinearAdapter, MLPAdapter, ResamplerAdapter, build_adapter  # noqa: F401
+from .conditioner import HFAdapterConditioner  # noqa: F401

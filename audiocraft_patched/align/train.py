@@ -1,0 +1,260 @@
+"""One training loop for `align` and `finetune`: seeded, resumable, single process or distributed.
+
+No upstream counterpart (upstream trains with its dora/flashy solvers). The same command runs
+alone or under `torchrun --nproc_per_node N`: each process takes its slice of the same global
+batch, gradients are averaged with one all-reduce (gloo on CPU, nccl on GPU), so N processes
+make the same updates as one process with the same global batch.
+
+Outputs, in `out/`: the model (`state_dict.bin` + `compression_state_dict.bin`, upstream's
+format), `train_state.pt` (trainable weights, optimizer, RNG, step: what `--resume` reads),
+`log.jsonl` (one line per logged step) and `metrics.json` (held-out losses before / after).
+Every file is written atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .export import atomic_save, export_musicgen
+
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+METRICS_FILE = "metrics.json"
+# Settings a resumed run must share with the run that wrote the state (the others may change,
+# e.g. more --steps).
+RESUME_KEYS = ("mode", "model", "student", "adapter", "pooling", "layer", "attribute", "captions", "pairs",
+               "losses", "codes", "code_steps", "manifest", "segment_steps", "lora_rank", "lora_alpha",
+               "lora_targets", "train_encoder", "batch_size", "holdout", "seed")
+
+
+@dataclass
+class TrainConfig:
+    mode: str  # 'align' (no audio: match the teacher) or 'finetune' (audio + captions: the LM's loss)
+    model: str  # source MusicGen: folder or hub id in the local cache (align: the teacher)
+    out: str  # output folder
+    student: str | None = None  # new encoder (hub id or folder); align: required; finetune: optional swap
+    adapter: dict = field(default_factory=lambda: {"kind": "linear"})  # {'kind': linear|mlp|resampler, ...}
+    pooling: str = "none"  # student encoder pooling (HFEncoderConditioner's)
+    layer: int | None = None  # student encoder hidden layer (None: last)
+    attribute: str | None = None  # text attribute to train (None: the model's only one)
+    captions: str | None = None  # align: caption file, one per line
+    pairs: str | None = None  # align: parallel (student, teacher) texts, TSV or JSONL
+    losses: str | dict = "kl"  # align: 'kl', 'xattn', 'feature', weighted like 'kl=1,feature=0.1'
+    codes: str = "random"  # align: code sequences the LM reads: 'random' or 'teacher' (sampled)
+    code_steps: int = 16  # align: timesteps per code sequence
+    manifest: str | None = None  # finetune: JSONL of audio files + captions
+    audio_dir: str | None = None  # finetune: base of relative audio paths (default: the manifest's folder)
+    segment_steps: int = 64  # finetune: codec frames per training segment
+    lora_rank: int = 0  # finetune: LoRA rank on cross-attention (0: none)
+    lora_alpha: float | None = None  # LoRA scale numerator (default: the rank)
+    lora_targets: tuple[str, ...] = ("q", "v")  # of 'q', 'k', 'v', 'out'
+    train_encoder: bool = False  # finetune: train the text encoder too
+    steps: int = 1000
+    batch_size: int = 32  # global: split over the processes
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 0  # linear warmup steps; then cosine decay to 10% of lr at `steps`
+    grad_clip: float = 1.0  # max gradient norm (0: off)
+    holdout: float = 0.1  # held-out fraction (or count if >= 1) of captions / audio files
+    seed: int = 0
+    eval_every: int = 0  # also evaluate every N steps (0: only before and after)
+    save_every: int = 100  # write train_state.pt every N steps
+    log_every: int = 10
+    cache_dir: str | None = None  # features and tokens (default: out/cache)
+    device: str = "cpu"
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.mode not in ("align", "finetune"):
+            raise ValueError(f"mode must be 'align' or 'finetune', got {self.mode!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0; got steps={self.steps}, "
+                             f"batch_size={self.batch_size}, lr={self.lr}")
+        if self.cache_dir is None:
+            self.cache_dir = str(Path(self.out) / "cache")
+        self.lora_targets = tuple(self.lora_targets)
+
+
+@dataclass
+class Dist:
+    """This process's place in a distributed run (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False  # this run created the process group, so it also ends it
+
+    @classmethod
+    def from_env(cls, device: str) -> "Dist":
+        """Join the process group that `torchrun` (or a spawner setting the same variables) describes."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        owns = not dist.is_initialized()
+        if owns:
+            dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), owns)
+
+    def close(self) -> None:
+        if self.owns_group:
+            torch.distributed.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        """Average tensors over processes, in place, with one all-reduce."""
+        if self.world == 1 or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def device_for(cfg: TrainConfig) -> str:
+    """Under torchrun on GPUs, each process takes the GPU of its LOCAL_RANK."""
+    if torch.device(cfg.device).type == "cuda" and torch.device(cfg.device).index is None:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return cfg.device
+
+
+def batch_indices(step: int, train_idx: list[int], batch_size: int, seed: int) -> list[int]:
+    """The global batch of `step`: a fresh seeded permutation each epoch, the remainder dropped."""
+    per_epoch = len(train_idx) // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the {len(train_idx)} training samples")
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return [train_idx[i] for i in order[position * batch_size:(position + 1) * batch_size].tolist()]
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _check_resume(saved: dict, cfg: TrainConfig) -> None:
+    now = dataclasses.asdict(cfg)
+    changed = {k: (saved.get(k), now[k]) for k in RESUME_KEYS if json.dumps(saved.get(k), default=str)
+               != json.dumps(now[k], default=str)}
+    if changed:
+        raise ValueError(f"--resume with settings that differ from the saved run: {changed} (saved, now). Resume "
+                         "with the same settings, or write to a new --out folder")
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run `cfg.mode` to `cfg.steps`, write the model to `cfg.out`, return the held-out metrics."""
+    from tqdm import tqdm
+
+    from .tasks import TASKS
+
+    cfg = dataclasses.replace(cfg, device=device_for(cfg))
+    dist = Dist.from_env(cfg.device)
+    if cfg.batch_size % dist.world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {dist.world} processes")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    random.seed(cfg.seed)
+    task = TASKS[cfg.mode](cfg, dist)
+    params = task.trainable()
+    names = sorted(params)
+    optimizer = torch.optim.AdamW([params[n] for n in names], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    torch.manual_seed(cfg.seed + 1)  # dropout draws; resumed from the saved state below
+    state_file, log_file = out / STATE_FILE, out / LOG_FILE
+    start, before = 0, None
+    if cfg.resume and state_file.is_file():
+        saved = torch.load(state_file, weights_only=True)
+        _check_resume(saved["config"], cfg)
+        with torch.no_grad():
+            for name in names:
+                params[name].copy_(saved["params"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        version, internal, gauss = saved["py_rng"]  # word dropout draws from Python's RNG
+        random.setstate((version, tuple(internal), gauss))
+        start, before = saved["step"], saved["before"]
+        if dist.rank == 0:
+            _trim_log(log_file, start)
+    elif dist.rank == 0 and log_file.exists():
+        log_file.unlink()
+    if before is None:
+        before = task.evaluate(cfg.batch_size) if dist.rank == 0 else {}
+
+    def log(record: dict) -> None:
+        if dist.rank == 0:
+            with open(log_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save(step: int) -> None:
+        if dist.rank == 0:
+            atomic_save({"step": step, "params": {n: params[n].detach().cpu() for n in names},
+                         "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                         "py_rng": list(random.getstate()), "before": before,
+                         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}, state_file)
+
+    if start == 0:
+        log({"step": 0, "heldout": before})
+    task.cond.train()
+    per_rank = cfg.batch_size // dist.world
+    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.mode, disable=not cfg.progress or dist.rank != 0)
+    for step in range(start, cfg.steps):
+        idx = batch_indices(step, task.train_idx, cfg.batch_size, cfg.seed)
+        lr = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, terms = task.loss(idx[dist.rank * per_rank:(dist.rank + 1) * per_rank], task.batch_length(idx))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for name in names:  # a parameter outside this step's graph still takes part in the all-reduce
+            if params[name].grad is None:
+                params[name].grad = torch.zeros_like(params[name])
+        stats = torch.tensor([loss.item(), *terms.values()], device=loss.device)  # logged, averaged over ranks
+        dist.average([params[n].grad for n in names] + [stats])
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([params[n] for n in names], cfg.grad_clip)
+        optimizer.step()
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats[0].item():.4f}")
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            log({"step": done, "loss": stats[0].item(), "lr": lr, **dict(zip(terms, stats[1:].tolist()))})
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps and dist.rank == 0:
+            log({"step": done, "heldout": task.evaluate(cfg.batch_size)})
+            task.cond.train()
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            save(done)
+    bar.close()
+    result = {"before": before}
+    if dist.rank == 0:
+        result["after"] = task.evaluate(cfg.batch_size)
+        log({"step": cfg.steps, "heldout": result["after"]})
+        export_musicgen(task.lm, task.lm.cfg, task.attribute, task.conditioner_config(), cfg.model, out)
+        tmp = out / f".{METRICS_FILE}.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, out / METRICS_FILE)
+    dist.barrier()
+    dist.close()
+    return result

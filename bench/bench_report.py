@@ -1,0 +1,67 @@
+"""The bench's tables, printed from the results dict that `bench.py --json` also writes."""
+from __future__ import annotations
+
+
+def _fmt(value, spec: str = ".2f", missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell; the first left-aligned, the others right-aligned."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def report(results: dict) -> str:
+    m, s, shape = results["machine"], results["settings"], results["shape"]
+    out = [f"MusicGen bench, {shape['name']} shape: LM {results['lm_params'] / 1e6:.1f}M parameters "
+           f"(dim {shape['dim']}, {shape['num_layers']} layers, {shape['n_q']} x {shape['card']} codebooks), "
+           f"T5 d_model {shape['t5']['d_model']} x {shape['t5']['num_layers']} layers, "
+           f"EnCodec {shape['sample_rate'] // 1000} kHz",
+           f"{m['date']}; {m['cpu']} ({m['cpu_count']} CPUs), {s['threads']} torch threads; torch {m['torch']}, "
+           f"transformers {m['transformers']}", ""]
+    checks = [[name, f"{c['max_abs_diff']:.2e}", f"{c['max_abs_value']:.2f}", "asserted" if c["asserted"] else "info"]
+              for name, c in results["checks"].items()]
+    out += ["Same weights, same outputs (fixed codes, one full pass):",
+            table(["check", "max |diff|", "max |value|", ""], checks), ""]
+
+    gen = results["generation"]
+    rows = [[r["impl"], r["dtype"], str(r["batch"]), f"{r['ms_per_step']:.1f}", f"{r['frames_per_s']:.2f}",
+             _fmt(r["x_upstream"]), _fmt(r["x_transformers"]),
+             "-" if r["tokens_ref"] is None else f"{r['tokens_equal_pct']:.1f}% vs {r['tokens_ref']}"]
+            for r in gen]
+    frames = gen[0]["frames"] if gen else 0
+    out += [f"Generation: greedy, CFG 3 (the LM runs 2 x batch rows), {frames} frames per run, conditioning included, "
+            f"no decoding; median of {s['reps']} interleaved rounds. x upstream: vs upstream float32 (its CPU "
+            "path); x transformers: vs transformers in the same dtype.",
+            table(["impl", "dtype", "batch", "ms/step", "frames/s", "x upstream", "x transformers", "equal tokens"],
+                  rows), ""]
+
+    cond = results["conditioning"]
+    t5 = cond.get("t5-base shape (ours)", {}).get("miss_ms")
+    rows = [[name, f"{c['miss_ms']:.2f}", _fmt(c["hit_ms"], ".3f", "no cache"),
+             _fmt(t5 / c["miss_ms"] if t5 else None, ".1f")] for name, c in cond.items()]
+    out += [f"Conditioning: tokenize + encode one text and its CFG null, median of {s['cond_reps']} rounds (a new "
+            "text every round for misses).",
+            table(["encoder", "miss ms", "hit ms", "x t5 (ours)"], rows), ""]
+
+    rows = [[d["impl"], f"{d['ms']:.1f}", f"{d['x_realtime']:.1f}"] for d in results["decode"]]
+    if results["decode"]:
+        out += [f"EnCodec decode of {results['decode'][0]['frames']} frames, batch 1, median of {s['reps']} rounds:",
+                table(["impl", "ms", "x realtime"], rows), ""]
+
+    if results["memory"]:
+        rows = [[r["impl"], f"{r['imports_mib']:.0f}", f"{r['load_peak_mib']:.0f}",
+                 _fmt(r["generate_peak_mib"], ".0f", "n/a"), f"{r['peak_mib']:.0f}"] for r in results["memory"]]
+        out += [f"Peak resident memory (MiB), one fresh process each: load, then generate {s['frames']} frames at "
+                "batch 1 and decode them.",
+                table(["impl", "after imports", "load peak", "generate peak", "peak"], rows), ""]
+    return "\n".join(out)
+
+
+def print_report(results: dict) -> None:
+    print(report(results), flush=True)

@@ -123,7 +123,21 @@ class MusicGen:
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
         self.lm.to(dtype)
+        # Frozen encoders are not submodules and keep their dtype under `.to()` (as upstream's T5
+        # under `lm.half()`): cast them explicitly.
+        for conditioner in self.lm.condition_provider.conditioners.values():
+            encoder = conditioner.__dict__.get("encoder")
+            if isinstance(encoder, torch.nn.Module):
+                encoder.to(dtype)
+                conditioner.dtype = dtype
+                getattr(conditioner, "refresh", lambda: None)()  # new weights: new cache fingerprint
         return self
+
+    def set_text_encoder(self, name_or_dir: str, **kwargs):
+        """Put another Hugging Face text encoder in place (see `audiocraft_patched.swap.set_text_encoder`)."""
+        from ..swap import set_text_encoder
+
+        return set_text_encoder(self, name_or_dir, **kwargs)
 
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,

@@ -121,3 +121,14 @@ def test_hub_name_resolved_from_local_cache(tiny_musicgen_dir):
     put_in_hf_cache("facebook/musicgen-tiny-test", lambda folder: shutil.copytree(tiny_musicgen_dir, folder))
     model = MusicGen.get_pretrained("facebook/musicgen-tiny-test", device="cpu")
     assert model.name == "facebook/musicgen-tiny-test" and model.lm.num_codebooks == 4
+
+
+def test_set_text_encoder_delegates_to_swap(tiny_musicgen_dir, tmp_path):
+    from audiocraft_patched.utils.tiny import make_tiny_t5
+
+    model = MusicGen.get_pretrained(str(tiny_musicgen_dir), device="cpu")
+    conditioner = model.set_text_encoder(str(make_tiny_t5(tmp_path / "t5-small", d_model=48)))
+    assert model.lm.condition_provider.conditioners["description"] is conditioner
+    assert conditioner.output_proj.in_features == 48 and conditioner.projection_origin == "new"
+    model.set_generation_params(duration=0.2)
+    assert model.generate(["calm piano"]).shape == (1, 1, 5 * 640)

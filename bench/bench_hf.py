@@ -77,8 +77,9 @@ def hf_config(lm_cfg: dict, codec_cfg: dict, t5_folder: Path):
         # transformers picks the number of codebooks from the bandwidth: n_q * log2(bins) * frame_rate bits/s.
         target_bandwidths=[rvq["n_q"] * torch.tensor(rvq["bins"]).log2().item() * frame_rate / 1000],
         use_causal_conv=False, normalize=False, pad_mode=seanet["pad_mode"], use_conv_shortcut=False,
-        num_lstm_layers=seanet["lstm"], compress=seanet["compress"], residual_kernel_size=seanet["residual_kernel_size"],
-        kernel_size=seanet["kernel_size"], last_kernel_size=seanet["last_kernel_size"],
+        num_lstm_layers=seanet["lstm"], compress=seanet["compress"],
+        residual_kernel_size=seanet["residual_kernel_size"], kernel_size=seanet["kernel_size"],
+        last_kernel_size=seanet["last_kernel_size"],
         dilation_growth_rate=seanet["dilation_base"], num_residual_layers=seanet["n_residual_layers"],
         norm_type=seanet["norm"], trim_right_ratio=seanet["decoder"]["trim_right_ratio"], chunk_length_s=None,
         overlap=None)

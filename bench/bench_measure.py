@@ -59,46 +59,51 @@ def agreement(tokens: torch.Tensor, reference: torch.Tensor) -> float:
     return 100.0 * (tokens == reference).float().mean().item()
 
 
-def find_embedding_cache(conditioner) -> str | None:
-    """Name of an enabled embedding cache on a conditioner, if this build has one.
-
-    The cache is another engineer's work in progress; the bench looks for any attribute whose
-    name says cache and that is set, rather than coding against an API that may still change.
-    """
-    for name, value in vars(conditioner).items():
-        if "cache" in name.lower() and value is not None and value is not False and not callable(value):
-            return name
-    return None
-
-
 def conditioning_latency(conditioners: dict[str, Any], texts: list[str], reps: int) -> dict[str, dict]:
     """Latency (ms) of tokenize + encode for one text plus its CFG null (what `generate` asks for).
 
-    Misses use a text not seen before in every round (`texts[:-1]`, all distinct); hits repeat
-    `texts[-1]`, and are only reported for conditioners with an embedding cache (without one, a
-    "hit" is a miss).
+    First without any cache (each round a text not seen before, the same one for every
+    conditioner so that token counts match). Then, for conditioners with an embedding cache
+    (`enable_cache`), with the cache on: a miss (another new text: encoder + store) and a hit
+    (a text encoded before). The caches are switched off again afterwards.
+
+    Args:
+        conditioners: name -> conditioner (`tokenize` + `forward`).
+        texts: at least 2 * reps + 1 distinct texts.
+        reps: rounds.
     """
-    if len(set(texts)) != len(texts) or len(texts) < reps + 1:
-        raise ValueError(f"need {reps + 1} distinct texts for {reps} rounds, got {len(set(texts))}")
+    if len(set(texts)) != len(texts) or len(texts) < 2 * reps + 1:
+        raise ValueError(f"need {2 * reps + 1} distinct texts for {reps} rounds, got {len(set(texts))}")
+    plain, cached, repeated = texts[:reps], texts[reps:2 * reps], texts[-1]
 
     def encode(cond, text):
         with torch.no_grad():
             return cond(cond.tokenize([text, None]))
 
-    runs = {}
-    for name, cond in conditioners.items():
-        # The same new text for every conditioner in a round: token counts, hence costs, match.
-        runs[f"{name}/miss"] = lambda cond=cond, fresh=iter(texts[:-1]): encode(cond, next(fresh))
-        if find_embedding_cache(cond) is not None:
-            runs[f"{name}/hit"] = lambda cond=cond: encode(cond, texts[-1])
-    warmups = {name: (lambda cond=cond: encode(cond, texts[-1])) for name, cond in conditioners.items()}
-    times, _ = interleave(runs, reps, warmups)
-    out = {}
-    for name, cond in conditioners.items():
-        cache = find_embedding_cache(cond)
-        out[name] = {"miss_ms": 1e3 * median(times[f"{name}/miss"]),
-                     "hit_ms": 1e3 * median(times[f"{name}/hit"]) if cache else None, "cache": cache}
-    return out
+    def misses(fresh: list[str], suffix: str) -> dict[str, Callable[[], Any]]:
+        return {f"{name}/{suffix}": (lambda cond=cond, it=iter(fresh): encode(cond, next(it)))
+                for name, cond in conditioners.items() if suffix == "plain" or hasattr(cond, "enable_cache")}
+
+    warmups = {name: (lambda cond=cond: encode(cond, repeated)) for name, cond in conditioners.items()}
+    times, _ = interleave(misses(plain, "plain"), reps, warmups)
+    caching = {name: cond for name, cond in conditioners.items() if hasattr(cond, "enable_cache")}
+    for cond in caching.values():
+        cond.enable_cache()
+    try:
+        runs = {**misses(cached, "miss"), **{f"{name}/hit": (lambda cond=cond: encode(cond, repeated))
+                                             for name, cond in caching.items()}}
+        # The warm-up stores `repeated` (and pays the one-time encoder fingerprint).
+        cached_times, _ = interleave(runs, reps, {n: warmups[n] for n in caching})
+        times.update(cached_times)
+    finally:
+        for cond in caching.values():
+            cond.disable_cache()
+
+    def ms(key):
+        return 1e3 * median(times[key]) if key in times else None
+
+    return {name: {"miss_ms": ms(f"{name}/plain"), "cached_miss_ms": ms(f"{name}/miss"), "hit_ms": ms(f"{name}/hit")}
+            for name in conditioners}
 
 
 def memory_status() -> dict[str, float]:
@@ -118,6 +123,14 @@ def reset_peak() -> bool:
     except OSError:
         return False
     return True
+
+
+def load_average() -> float | None:
+    """1-minute load average (processes wanting a CPU), where the platform has one."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def machine() -> dict[str, str]:

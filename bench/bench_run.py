@@ -5,6 +5,7 @@ same inputs, timed in interleaved rounds (bench_measure.py).
 """
 from __future__ import annotations
 
+import copy
 import gc
 import importlib.util
 import sys
@@ -31,20 +32,33 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def with_own_lm(model):
+    """A MusicGen sharing `model`'s codec but holding a copy of its LM (and text encoder), to cast."""
+    other = copy.copy(model)
+    other.lm = copy.deepcopy(model.lm)  # (the codec's weight_norm tensors refuse deepcopy; it is not cast)
+    return other
+
+
 def load_all(args, models) -> dict:
-    """Every implementation this run measures, by name (upstream ones only if it is installed)."""
+    """Every implementation this run measures, by name (upstream ones only if it is installed).
+
+    The bfloat16 variants are cast copies of the float32 models (with our `set_dtype` and
+    upstream's `lm.to`); the memory workers load them from disk instead.
+    """
     impls = {}
     if bb.import_upstream() is not None:
         log("loading upstream audiocraft 1.3.0 ...")
         impls["upstream"] = models.load("upstream")
         if args.upstream_bf16:
-            impls["upstream-bf16"] = models.load("upstream-bf16")
+            impls["upstream-bf16"] = with_own_lm(impls["upstream"])
+            impls["upstream-bf16"].lm.to(torch.bfloat16)  # not an upstream option (it autocasts on GPU only)
     else:
         log("upstream audiocraft 1.3.0 is not installed (pip install --no-deps -r requirements-upstream.txt): "
             "its rows are left out")
-    log("loading audiocraft_patched (float32, bfloat16) ...")
+    log("loading audiocraft_patched ...")
     impls["ours"] = models.load("ours")
-    impls["ours-bf16"] = models.load("ours-bf16")
+    impls["ours-bf16"], how = bb.cast_ours(with_own_lm(impls["ours"]), torch.bfloat16)
+    log(f"  (bfloat16 through {'lm' if how == 'lm.to' else 'MusicGen'}.{how.removeprefix('lm.')})")
     log("converting to transformers' MusicgenForConditionalGeneration ...")
     impls["transformers"] = models.convert_hf()
     impls["transformers-bf16"] = models.load("transformers-bf16")
@@ -110,7 +124,8 @@ def time_generation(impls: dict, tokenizer, args, shape: bb.Shape, prompts) -> l
             ref = REFERENCE.get(name)
             rows.append({
                 "impl": name.removesuffix("-bf16"), "dtype": dtype, "batch": batch, "frames": args.frames,
-                "ms_per_step": 1e3 * bm.median(t) / steps, "frames_per_s": fps[name],
+                "ms_per_step": 1e3 * bm.median(t) / steps, "best_ms_per_step": 1e3 * min(t) / steps,
+                "frames_per_s": fps[name],
                 "x_upstream": fps[name] / fps["upstream"] if "upstream" in fps else None,
                 "x_transformers": fps[name] / fps[peer] if peer in fps else None,
                 "tokens_ref": ref if ref in codes else None,
@@ -137,7 +152,7 @@ def time_conditioning(impls: dict, args, shape: bb.Shape, prompts) -> dict:
     else:
         conditioners["all-MiniLM-L6-v2 (ours)"] = HFEncoderConditioner(str(folder), output_dim=shape.dim).eval()
     log(f"timing conditioning: {args.cond_reps} rounds ...")
-    return bm.conditioning_latency(conditioners, prompts(args.cond_reps + 1), args.cond_reps)
+    return bm.conditioning_latency(conditioners, prompts(2 * args.cond_reps + 1), args.cond_reps)
 
 
 def time_decode(impls: dict, args, shape: bb.Shape) -> list[dict]:
@@ -160,7 +175,7 @@ def run_all(args, models_cls, hf_cache: Path, run_child) -> dict:
     models = models_cls(args.shape, args.workdir)
     shape = models.shape
     prompts = bb.prompts
-    results = {"machine": bm.machine(), "shape": asdict(shape),
+    results = {"machine": bm.machine(), "shape": asdict(shape), "load_average": [bm.load_average()],
                "settings": {k: v for k, v in vars(args).items() if k not in ("json", "workdir", "hf_cache", "child")}}
     impls = load_all(args, models)
     tokenizer = models.tokenizer()
@@ -170,6 +185,7 @@ def run_all(args, models_cls, hf_cache: Path, run_child) -> dict:
     results["generation"] = time_generation(impls, tokenizer, args, shape, prompts)
     results["conditioning"] = time_conditioning(impls, args, shape, prompts)
     results["decode"] = time_decode(impls, args, shape)
+    results["load_average"].append(bm.load_average())
     del impls
     gc.collect()  # the memory workers should not compete with this process's models
     results["memory"] = []

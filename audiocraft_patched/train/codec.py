@@ -97,7 +97,8 @@ def world_batch(rng: np.random.Generator, batch: int, seconds: float) -> torch.T
 
 
 def train_codec(out: Path, steps: int = 2500, seed: int = 0, batch: int = 8, seconds: float = 1.0,
-                lr: float = 1e-3, commit_weight: float = 1.0, log_every: int = 50, **config) -> EncodecModel:
+                lr: float = 1e-3, commit_weight: float = 1.0, log_every: int = 50, warmup_unquantized: int = 300,
+                **config) -> EncodecModel:
     """Train and export the world codec to `out / CODEC_FILE`; returns it in eval mode."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -105,8 +106,10 @@ def train_codec(out: Path, steps: int = 2500, seed: int = 0, batch: int = 8, sec
     model = get_compression_model(copy.deepcopy(cfg))
     rvq = cfg["rvq"]
     data_dependent_init(model, world_batch(rng, 4, 0.5))
+    # A short EMA memory and a low dead-code threshold suit short runs with few vectors per batch
+    # (400 per step against 256 entries: upstream's threshold of 2 would restart most entries at every step).
     model.quantizer = TrainableResidualVectorQuantizer(model.encoder.dimension, rvq["n_q"], bins=rvq["bins"],
-                                                       decay=rvq["decay"], seed=seed)
+                                                       decay=0.95, threshold_ema_dead_code=0.3, seed=seed)
     params = list(model.encoder.parameters()) + list(model.decoder.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
@@ -115,12 +118,15 @@ def train_codec(out: Path, steps: int = 2500, seed: int = 0, batch: int = 8, sec
     for step in range(1, steps + 1):
         wav = world_batch(rng, batch, seconds)
         latent = model.encoder(wav)
-        quantized, _, commit = model.quantizer(latent)
+        if step > warmup_unquantized:
+            quantized, _, commit = model.quantizer(latent)
+        else:  # a plain autoencoder first, so the codebooks start on latents that carry the signal
+            quantized, commit = latent, latent.new_zeros(())
         recon = model.decoder(quantized)[..., :wav.shape[-1]]
-        # The waveform term learns the melody fast (its phase is deterministic); the spectral
-        # one keeps the hi-hats' noise, whose waveform no codec can predict, at the right level.
+        # The waveform term learns fast (every waveform of the world is deterministic given its
+        # notes); the spectral one holds the balance of the harmonics, which the timbre is made of.
         # (Log-magnitude losses drove this small model to a constant near-silent output.)
-        rec = relative_mse(recon, wav) + 0.5 * spectral_convergence(recon[:, 0], wav[:, 0])
+        rec = relative_mse(recon, wav) + spectral_convergence(recon[:, 0], wav[:, 0])
         loss = rec + commit_weight * commit
         opt.zero_grad()
         loss.backward()
@@ -157,10 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-filters", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--warmup-unquantized", type=int, default=300)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train_codec(args.out, args.steps, args.seed, args.batch, args.seconds, args.lr, n_q=args.n_q, card=args.card,
-                n_filters=args.n_filters, log_every=args.log_every)
+                n_filters=args.n_filters, log_every=args.log_every,
+                warmup_unquantized=args.warmup_unquantized)
 
 
 if __name__ == "__main__":

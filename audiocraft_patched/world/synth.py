@@ -82,30 +82,43 @@ def midi_to_hz(note: float) -> float:
     return 440.0 * 2 ** ((note - 69) / 12)
 
 
-def _note(f0: float, instrument: str, length: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """One note of `length` samples: harmonics below MAX_HARMONIC_HZ, a fast attack, a decay."""
+def _note(f0: float, instrument: str, length: int, sr: int) -> np.ndarray:
+    """One note of `length` samples: harmonics below MAX_HARMONIC_HZ, a fast attack, a decay.
+
+    Harmonics start in sine phase, as a synthesizer's oscillators do: the waveform then follows
+    from pitch, instrument and onset, which a 1.6 kbit/s codec can carry (random phases could not).
+    """
     t = np.arange(length) / sr
     n = max(1, int(MAX_HARMONIC_HZ // f0))
     amps = harmonic_amplitudes(instrument, n)
-    phases = rng.uniform(0, 2 * np.pi, n)
     k = np.arange(1, n + 1)[:, None]
-    tone = (amps[:, None] * np.sin(2 * np.pi * f0 * k * t[None] + phases[:, None])).sum(0)
+    tone = (amps[:, None] * np.sin(2 * np.pi * f0 * k * t[None])).sum(0)
     attack = np.minimum(1.0, t / 0.01)
     release = np.minimum(1.0, (length / sr - t) / 0.03).clip(0)
     return tone * attack * np.exp(-t / 0.5) * release
 
 
-def _hats(onsets: list[int], length: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """Short decaying noise bursts at `onsets`, high-passed above HAT_LOW_HZ."""
+def hat_sample(sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The hi-hat sample: 40 ms of decaying noise above HAT_LOW_HZ, the same for every hit.
+
+    Like a drum machine's sample, it never changes, so a codec can learn its exact waveform
+    (fresh noise at every hit would only be reproducible in its spectrum).
+    """
+    n = int(0.04 * sr)
+    burst = np.random.default_rng(12345).standard_normal(n) * np.exp(-np.arange(n) / (0.008 * sr))
+    spectrum = np.fft.rfft(burst, 4 * n)
+    spectrum[np.fft.rfftfreq(4 * n, 1 / sr) < HAT_LOW_HZ] = 0
+    return np.fft.irfft(spectrum, 4 * n)[:n] * np.hanning(2 * n)[n:]
+
+
+def _hats(onsets: list[int], length: int, sr: int) -> np.ndarray:
+    """The hi-hat sample at every onset."""
     track = np.zeros(length)
-    burst_len = int(0.04 * sr)
-    envelope = np.exp(-np.arange(burst_len) / (0.008 * sr))
+    sample = hat_sample(sr)
     for start in onsets:
-        stop = min(length, start + burst_len)
-        track[start:stop] += rng.standard_normal(stop - start) * envelope[:stop - start]
-    spectrum = np.fft.rfft(track)
-    spectrum[np.fft.rfftfreq(length, 1 / sr) < HAT_LOW_HZ] = 0
-    return np.fft.irfft(spectrum, n=length)
+        stop = min(length, start + len(sample))
+        track[start:stop] += sample[:stop - start]
+    return track
 
 
 def render(attrs: Attributes, seed: int, seconds: float = CLIP_SECONDS, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -113,7 +126,7 @@ def render(attrs: Attributes, seed: int, seconds: float = CLIP_SECONDS, sr: int 
 
     Args:
         attrs: the clip's attribute values.
-        seed: everything random (melody, phases, start offset, noise) comes from it.
+        seed: everything random (the melody and where the first beat falls) comes from it.
         seconds: clip length.
         sr: sample rate.
     Returns:
@@ -131,14 +144,14 @@ def render(attrs: Attributes, seed: int, seconds: float = CLIP_SECONDS, sr: int 
         degree = (degree + int(rng.choice([-2, -1, 1, 2]))) % len(_PENTATONIC)
         f0 = midi_to_hz(REGISTER_ROOT[attrs.register] + _PENTATONIC[degree])
         a, b = int(round(t0 * sr)), int(round((t0 + 0.92 * beat) * sr))
-        note = _note(f0, attrs.instrument, b - a, sr, rng)
+        note = _note(f0, attrs.instrument, b - a, sr)
         lo, hi = max(a, 0), min(b, length)
         if hi > lo:
             melody[lo:hi] += note[lo - a:hi - a]
         t0 += beat
     step = beat / HATS_PER_BEAT[attrs.density]
     onsets = [int(round(t * sr)) for t in np.arange(start % step, seconds, step)]
-    hats = _hats(onsets, length, sr, rng)
+    hats = _hats(onsets, length, sr)
     melody /= np.sqrt(np.mean(melody ** 2)) + 1e-9
     hats /= np.sqrt(np.mean(hats ** 2)) + 1e-9
     # Same energy per hit whatever the density: total hat energy grows with the number of hits.

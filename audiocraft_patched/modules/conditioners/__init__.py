@@ -46,7 +46,7 @@ def build_conditioner(model: str, output_dim: int, **kwargs) -> BaseConditioner:
     return ENCODERS[model](output_dim=output_dim, **kwargs)
 
 
-from . import hf_encoder, lut, vision, audio_embed  # noqa: E402  (importing registers)
+from . import audio_embed, hf_encoder, lut, vision  # noqa: E402,F401  (importing registers)
 from .hf_encoder import HFEncoderConditioner, T5Conditioner  # noqa: E402,F401
 from .lut import LUTConditioner  # noqa: E402,F401
 from ...align import conditioner as _hf_adapter  # noqa: E402,F401  (registers hf_adapter)

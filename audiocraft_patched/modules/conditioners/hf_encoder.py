@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import TextConditioner, register_encoder
 from .base import ConditionType
 from .cache import TextEmbeddingCache, cache_key, encoder_fingerprint, model_tensors, weights_state
-from .hf_family import EncoderFamily, find_family, resolve_pretrained
+from .hf_family import EncoderFamily, FrozenEncoderMixin, find_family, resolve_pretrained
 # Encoder families register themselves when imported. To add one, write a short file like
 # hf_clap.py and import its class here (one line).
 from .hf_bert import EncoderOnlyFamily  # noqa: F401
@@ -62,7 +62,7 @@ def load_text_encoder(name: str, pooling: str | None = None, dtype: str | None =
 
 
 @register_encoder("hf", "t5")
-class HFEncoderConditioner(TextConditioner):
+class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
     """Text conditioner on a Hugging Face encoder.
 
     Args:
@@ -130,7 +130,6 @@ class HFEncoderConditioner(TextConditioner):
         self.name = str(name)
         self.family = family
         self.tokenizer = tokenizer
-        self.finetune = finetune
         self.word_dropout = word_dropout
         self.pooling = pooling
         self.layer = layer
@@ -139,17 +138,9 @@ class HFEncoderConditioner(TextConditioner):
         self.normalize = normalize
         self.dtype = DTYPES[dtype or "float32"]
         self.autocast_dtype = None if autocast_dtype is None else DTYPES[autocast_dtype]
-        self.projection_origin = "new"  # 'kept' by swap, 'checkpoint' once loaded from a state dict
         self.swapped_projection = swapped_projection
         self._model_inputs = family.input_names(encoder, tokenizer)
-        encoder = encoder.to(device).train(finetune)
-        encoder.requires_grad_(finetune)
-        if finetune:
-            self.encoder = encoder
-        else:
-            # Not a registered submodule: the frozen weights stay out of state_dict (as upstream's
-            # `self.__dict__['t5']`); `_apply` below still moves them with the module.
-            self.__dict__["encoder"] = encoder
+        self._attach_encoder(encoder, finetune, device)  # projection_origin 'new'; swap may set 'kept'
         self.cache: TextEmbeddingCache | None = None
         self._fingerprint: tuple[tuple, str] | None = None  # (weights_state, sha256)
         self._watched: tuple[torch.nn.Module, list[torch.Tensor]] | None = None
@@ -157,32 +148,6 @@ class HFEncoderConditioner(TextConditioner):
             self.enable_cache(cache)
         elif cache or cache_dir:
             self.enable_cache(directory=cache_dir)
-
-    def _apply(self, fn, *args, **kwargs):
-        if not self.finetune:
-            # A frozen encoder follows device moves but keeps its dtype (upstream's T5 stays float32
-            # under `lm.half()`); use `dtype=` to run it in half precision.
-            def move_only(t: torch.Tensor) -> torch.Tensor:
-                out = fn(t)
-                return t.to(out.device) if out.dtype != t.dtype else out
-
-            self.__dict__["encoder"] = self.__dict__["encoder"]._apply(move_only, *args, **kwargs)
-        return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if not self.finetune:
-            self.__dict__["encoder"].eval()  # a frozen encoder never runs dropout
-        return self
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + "output_proj.weight" in state_dict:
-            self.projection_origin = "checkpoint"
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
 
     # -- embedding cache ---------------------------------------------------------------------------
     def enable_cache(self, cache: TextEmbeddingCache | None = None, directory: str | None = None,

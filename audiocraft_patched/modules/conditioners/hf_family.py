@@ -241,3 +241,47 @@ def find_family(name: str, config) -> type[EncoderFamily]:
         f"not a text encoder audiocraft_patched knows how to use. Known families: "
         f"{', '.join(f.name for f in FAMILIES)}. To add one, write a short `EncoderFamily` subclass "
         "(see audiocraft_patched/modules/conditioners/hf_family.py).")
+
+
+class FrozenEncoderMixin:
+    """A conditioner's Hugging Face model that stays out of `state_dict()` unless fine-tuned.
+
+    A frozen model is not a registered submodule (as upstream's `self.__dict__['t5']`), so only
+    the projection (and adapter) is saved; it still follows the conditioner's device moves but
+    keeps its dtype (upstream's T5 stays float32 under `lm.half()`), and never runs dropout.
+    Mix in before `nn.Module`; call `_attach_encoder` in `__init__`.
+    """
+
+    def _attach_encoder(self, encoder: torch.nn.Module, finetune: bool, device) -> None:
+        encoder = encoder.to(device).train(finetune)
+        encoder.requires_grad_(finetune)
+        self.finetune = finetune
+        self.projection_origin = "new"  # 'checkpoint' once output_proj is loaded from a state dict
+        if finetune:
+            self.encoder = encoder
+        else:
+            self.__dict__["encoder"] = encoder
+
+    def _apply(self, fn, *args, **kwargs):
+        if not self.finetune:
+            def move_only(t: torch.Tensor) -> torch.Tensor:
+                out = fn(t)
+                return t.to(out.device) if out.dtype != t.dtype else out
+
+            self.__dict__["encoder"] = self.__dict__["encoder"]._apply(move_only, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.finetune:
+            self.__dict__["encoder"].eval()
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "output_proj.weight" in state_dict:
+            self.projection_origin = "checkpoint"
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device

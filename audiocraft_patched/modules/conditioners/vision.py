@@ -36,7 +36,7 @@ from torch import nn
 
 from . import register_encoder
 from .base import BaseConditioner, ConditionType, ImageConditioner
-from .hf_family import quiet_transformers, resolve_pretrained
+from .hf_family import FrozenEncoderMixin, quiet_transformers, resolve_pretrained
 
 IMAGE_POOLINGS = ("none", "mean", "pooled", "projected")
 # model_type -> (tower class, tower class with the joint-space projection or None when the
@@ -76,7 +76,7 @@ def load_tower(name: str, cls, config, purpose: str) -> nn.Module:
     return model.eval()
 
 
-class TowerConditioner(BaseConditioner):
+class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
     """A frozen Hugging Face tower whose per-input features go through an optional adapter and `output_proj`.
 
     Subclasses load the tower and implement `tokenize` (returning `{'inputs': {...} for the rows
@@ -115,42 +115,8 @@ class TowerConditioner(BaseConditioner):
             self.adapter = build_adapter(width, **adapter)
             if self.adapter.out_dim != width:
                 self.output_proj = nn.Linear(self.adapter.out_dim, output_dim)
-        self.projection_origin = "new"  # 'checkpoint' once loaded from a state dict
         self._num_tokens: int | None = None  # L of a present input, learned on the first forward
-        encoder = encoder.to(device).train(finetune)
-        encoder.requires_grad_(finetune)
-        if finetune:
-            self.encoder = encoder
-        else:
-            # Not a registered submodule, so the frozen weights stay out of state_dict (as the text
-            # conditioners' encoders); `_apply` below still moves it with the module.
-            self.__dict__["encoder"] = encoder
-
-    def _apply(self, fn, *args, **kwargs):
-        if not self.finetune:
-            # A frozen tower follows device moves but keeps float32 (`lm.to(bfloat16)` casts only
-            # what the checkpoint holds), as the text conditioners do.
-            def move_only(t: torch.Tensor) -> torch.Tensor:
-                out = fn(t)
-                return t.to(out.device) if out.dtype != t.dtype else out
-
-            self.__dict__["encoder"] = self.__dict__["encoder"]._apply(move_only, *args, **kwargs)
-        return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if not self.finetune:
-            self.__dict__["encoder"].eval()  # a frozen tower never runs dropout
-        return self
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + "output_proj.weight" in state_dict:
-            self.projection_origin = "checkpoint"
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
+        self._attach_encoder(encoder, finetune, device)
 
     def options(self) -> dict[str, Any]:
         """Constructor options as recorded in a checkpoint config (besides output_dim and device)."""

@@ -1,0 +1,64 @@
+"""World clips on disk, for the `align` and `finetune` tools: WAV files + a JSONL manifest + captions.
+
+Our own code (no upstream counterpart). The manifest follows upstream's audio dataset JSONL
+(`{"path": ..., "description": ...}` per line), which `audiocraft_patched.align` reads.
+
+    python -m audiocraft_patched.world.dataset --out data/world --clips 400 --seed 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from .captions import caption
+from .synth import CLIP_SECONDS, SAMPLE_RATE, random_attributes, render
+
+
+def write_wav(path: Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """[S] float audio in [-1, 1] -> 16-bit mono WAV."""
+    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sr)
+        f.writeframes(pcm.tobytes())
+
+
+def write_world_dataset(out: str | Path, clips: int = 400, seed: int = 1, split: str = "train",
+                        seconds: float = CLIP_SECONDS) -> Path:
+    """Write `clips` clips with `split` captions to `out`; returns the manifest path.
+
+    Also writes `captions.txt` (one caption per line), the text-only data that `align` reads.
+    """
+    out = Path(out)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines, texts = [], []
+    for i in range(clips):
+        attrs = random_attributes(rng)
+        text = caption(attrs, rng, split)
+        write_wav(out / "audio" / f"{i:05d}.wav", render(attrs, int(rng.integers(2 ** 31)), seconds))
+        lines.append(json.dumps({"path": f"audio/{i:05d}.wav", "description": text, **attrs.as_dict()}))
+        texts.append(text)
+    (out / "captions.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    manifest = out / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--clips", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=1, help="1, not the LM's 0: other clips than in training")
+    parser.add_argument("--split", default="train", choices=("train", "heldout"))
+    args = parser.parse_args(argv)
+    print(f"wrote {write_world_dataset(args.out, args.clips, args.seed, args.split)}")
+
+
+if __name__ == "__main__":
+    main()

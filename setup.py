@@ -11,6 +11,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["audiocraft_patched", "audiocraft_patched.*"]),
+    # The embedded default model (8 MB): LM + codec in upstream's export format, and its T5.
+    package_data={"audiocraft_patched": ["assets/world-musicgen-v1/*.bin", "assets/world-musicgen-v1/t5/*"]},
     install_requires=[
         "torch>=2.1,<2.14",  # 2.13.0 (the CPU wheel on our machines) satisfies it
         "transformers>=4.40",

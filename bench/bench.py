@@ -36,7 +36,7 @@ FULL = {"frames": 24, "reps": 7, "decode_frames": 250, "cond_reps": 30,
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="shorter runs (about 2 minutes in all)")
+    p.add_argument("--quick", action="store_true", help="shorter runs (fewer frames, rounds and memory workers)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--shape", default="small", help="model shape: small (musicgen-small) or tiny (smoke test)")

@@ -174,9 +174,9 @@ def load_ours(export: Path, dtype: torch.dtype = torch.float32):
     from audiocraft_patched.models import MusicGen
 
     if dtype == torch.float32:
-        return MusicGen.get_pretrained(str(export), device="cpu"), "get_pretrained"
+        return MusicGen.get_pretrained(str(export), device="cpu"), "MusicGen.get_pretrained"
     if "dtype" in inspect.signature(MusicGen.get_pretrained).parameters:
-        return MusicGen.get_pretrained(str(export), device="cpu", dtype=dtype), "get_pretrained(dtype=)"
+        return MusicGen.get_pretrained(str(export), device="cpu", dtype=dtype), "MusicGen.get_pretrained(dtype=)"
     model = MusicGen.get_pretrained(str(export), device="cpu")
     return cast_ours(model, dtype)
 
@@ -186,7 +186,7 @@ def cast_ours(model, dtype: torch.dtype):
     for method in ("set_dtype", "to_dtype"):
         if hasattr(model, method):
             getattr(model, method)(dtype)
-            return model, method
+            return model, f"MusicGen.{method}"
     model.lm.to(dtype)
     return model, "lm.to"
 

@@ -26,8 +26,8 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def interleave(runs: dict[str, Callable[[], Any]], reps: int, warmups: dict[str, Callable[[], Any]] | None = None,
-               ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def interleave(runs: dict[str, Callable[[], Any]], reps: int,
+               warmups: dict[str, Callable[[], Any]] | None = None) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Time each callable `reps` times, one of each per round, rotating the order.
 
     Args:

@@ -11,7 +11,8 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
 
     def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(cells).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
@@ -27,7 +28,8 @@ def report(results: dict) -> str:
     cpus, loads = int(m["cpu_count"]), [x for x in results.get("load_average", []) if x is not None]
     if loads and max(loads) > cpus:
         out[-1:-1] = [f"WARNING: the machine was busy (1-min load average up to {max(loads):.1f} on {cpus} CPUs): "
-                      "timings are noisy; compare ratios, or run again when it is idle."]
+                      "timings are noisy, and with more threads than idle CPUs a step can take 10x longer (compare "
+                      "'best' with the median); run again when it is idle, or with fewer --threads."]
     checks = [[name, f"{c['max_abs_diff']:.2e}", f"{c['max_abs_value']:.2f}", "asserted" if c["asserted"] else "info"]
               for name, c in results["checks"].items()]
     out += ["Same weights, same outputs (fixed codes, one full pass):",

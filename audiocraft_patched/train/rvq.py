@@ -64,7 +64,7 @@ class TrainableResidualVectorQuantizer(ResidualVectorQuantizer):
         """
         residual = x.detach()
         quantized = torch.zeros_like(x)
-        codes, commit = [], x.new_zeros(())
+        codes = []
         for layer in self.vq.layers[:self.n_q]:
             book = layer._codebook
             flat = residual.transpose(1, 2).reshape(-1, residual.shape[1])  # [B*T, D]
@@ -83,5 +83,4 @@ class TrainableResidualVectorQuantizer(ResidualVectorQuantizer):
             residual = residual - chosen
             quantized = quantized + chosen
         # Commitment: pull the encoder output towards the sum of chosen entries.
-        commit = F.mse_loss(x, quantized.detach())
-        return x + (quantized - x).detach(), torch.stack(codes, 1), commit
+        return x + (quantized - x).detach(), torch.stack(codes, 1), F.mse_loss(x, quantized.detach())

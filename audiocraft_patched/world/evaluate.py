@@ -104,15 +104,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=CLIP_SECONDS)
     parser.add_argument("--cfg-coef", type=float, default=3.0)
     parser.add_argument("--splits", default="train,heldout")
-    parser.add_argument("--swap-to", default=None, help="also score a naive swap to this encoder ('minilm': "
-                                                        "all-MiniLM-L6-v2)")
-    parser.add_argument("--also", nargs="*", default=[], help="more model folders to score (e.g. aligned, "
-                                                                 "fine-tuned)")
+    parser.add_argument("--swap-to", default=None,
+                        help="also score a naive swap to this encoder ('minilm': all-MiniLM-L6-v2)")
+    parser.add_argument("--also", nargs="*", default=[],
+                        help="more model folders to score (e.g. aligned, fine-tuned)")
     parser.add_argument("--png", default=None, help="also write spectrograms of PICTURE_PROMPTS here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = {"original": MusicGen.get_pretrained(args.model, device="cpu")}
+    first = "original" if args.model == "default" else Path(args.model).name
+    rows = {first: MusicGen.get_pretrained(args.model, device="cpu")}
     for extra in args.also:
         rows[Path(extra).name] = MusicGen.get_pretrained(extra, device="cpu")
     if args.swap_to:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                       for split in args.splits.split(",")} for name, model in rows.items()}
     print(json.dumps({"chance": chance_adherence(), **results}, indent=1))
     if args.png:
-        print(f"wrote {picture(rows['original'], args.png, args.seed, args.seconds)}")
+        print(f"wrote {picture(rows[first], args.png, args.seed, args.seconds)}")
 
 
 if __name__ == "__main__":

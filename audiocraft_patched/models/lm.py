@@ -29,7 +29,7 @@ from ..modules.conditioners import (
     ConditioningProvider,
     ConditionType,
 )
-from ..modules.transformer import KVCache, StreamingTransformer, create_norm_fn, linear
+from ..modules.transformer import KVCache, StreamingTransformer, choose_matmul_form, create_norm_fn, linear
 
 ConditionTensors = dict[str, ConditionType]
 
@@ -299,6 +299,8 @@ class LMModel(nn.Module):
         B, K, T = prompt.shape
         if T >= max_gen_len:
             raise ValueError(f"prompt of {T} steps leaves nothing to generate with max_gen_len={max_gen_len}")
+        rows = B * (2 if conditions and not two_step_cfg else 1)  # rows of every product in a step
+        choose_matmul_form(self.transformer.layers[0].linear1.weight, rows)
         pattern = self.pattern_provider.get_pattern(max_gen_len)
         unknown = -1  # placeholder for codes not generated yet
         codes = torch.full((B, K, max_gen_len), unknown, dtype=torch.long, device=device)

@@ -13,6 +13,8 @@ generation step runs, never in what it computes:
 """
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 
 import torch
@@ -41,20 +43,48 @@ def create_sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
 
-# Rows at or below which a float32 product is written `W @ x.T` (see `linear`).
-SMALL_ROWS = 4
+# Which form each few-row product takes on this machine, measured by `choose_matmul_form`:
+# (rows, dtype, device type, threads) -> True for `W @ x.T`, False for `F.linear(x, W)`.
+MATMUL_FORMS: dict[tuple, bool] = {}
+
+
+def _form_key(rows: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    return rows, dtype, device.type, torch.get_num_threads()
+
+
+def choose_matmul_form(weight: torch.Tensor, rows: int, reps: int = 7) -> bool:
+    """Time `F.linear(x, W)` against `W @ x.T` for `rows` rows of `weight`'s shape; remember the faster.
+
+    A generation step multiplies a few rows (batch x 2 for CFG) by every weight matrix, so its
+    cost is reading the weights, and which form reads them faster depends on the BLAS and the
+    CPU: on an AVX-512 EPYC `W @ x.T` streamed fp32 weights 3-4x faster at 2 rows, on a Xeon VM
+    `F.linear` was 1.8x faster at 2 rows and `W @ x.T` 1.4x faster at 8. So it is measured, once
+    per (rows, dtype, threads), alternating the two forms and comparing medians. Only CPU
+    inference uses it; the forms differ in rounding only.
+    """
+    key = _form_key(rows, weight.dtype, weight.device)
+    if key not in MATMUL_FORMS:
+        if weight.device.type != "cpu":
+            MATMUL_FORMS[key] = False
+            return False
+        # A private generator: sampling after this must see the global RNG untouched.
+        x = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        with torch.no_grad():
+            for _ in range(reps):
+                for form in (False, True):
+                    start = time.perf_counter()
+                    (weight @ x.T) if form else F.linear(x, weight)
+                    times[form].append(time.perf_counter() - start)
+        # `W @ x.T` only when clearly faster: a tie keeps upstream's form (and its rounding).
+        MATMUL_FORMS[key] = statistics.median(times[True]) < 0.9 * statistics.median(times[False])
+    return MATMUL_FORMS[key]
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, written the way that streams the weights fastest for the shape at hand.
-
-    A generation step multiplies a few rows (batch x 2 for CFG) by every weight matrix: the cost
-    is reading the weights. With CPU BLAS in float32, `W @ x.T` reads them 3-4x faster than
-    `F.linear(x, W)` for up to ~4 rows (measured on AVX-512: ~25-36 GB/s vs ~9 GB/s); from ~8 rows
-    and in bfloat16 `F.linear` is as fast or faster. The two forms differ only in rounding.
-    """
+    """`F.linear`, in the form `choose_matmul_form` measured fastest for this many rows (if it did)."""
     rows = x.numel() // x.shape[-1]
-    if rows > SMALL_ROWS or x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
+    if x.requires_grad or not MATMUL_FORMS.get(_form_key(rows, x.dtype, x.device), False):
         return F.linear(x, weight, bias)
     out = (weight @ x.reshape(rows, -1).T).T
     if bias is not None:

@@ -70,3 +70,21 @@ def test_bfloat16_generation(tiny_musicgen_dir):
     assert wav.dtype == torch.float32 and tokens.shape == (2, 4, 10) and (tokens < model.lm.card).all()
     with pytest.raises(ValueError, match="dtype must be"):
         model.set_dtype("int8")
+
+
+@pytest.mark.parametrize("w_at_x", [False, True])
+def test_both_matmul_forms_give_the_plain_path_tokens(lm, w_at_x):
+    """Whichever product form the machine measures fastest, greedy tokens equal the plain path's."""
+    from audiocraft_patched.modules import transformer
+
+    conditions = [ConditioningAttributes(text={"description": t}) for t in ["dark techno", "soft flute"]]
+    expected = plain_greedy(lm, conditions, 10, cfg_coef=3.0)
+    key = transformer._form_key(4, torch.float32, torch.device("cpu"))
+    saved = dict(transformer.MATMUL_FORMS)
+    transformer.MATMUL_FORMS[key] = w_at_x
+    try:
+        got = lm.generate(conditions=conditions, max_gen_len=10, use_sampling=False, cfg_coef=3.0)
+    finally:
+        transformer.MATMUL_FORMS.clear()
+        transformer.MATMUL_FORMS.update(saved)
+    assert torch.equal(got, expected)

@@ -300,7 +300,7 @@ class LMModel(nn.Module):
         if T >= max_gen_len:
             raise ValueError(f"prompt of {T} steps leaves nothing to generate with max_gen_len={max_gen_len}")
         rows = B * (2 if conditions and not two_step_cfg else 1)  # rows of every product in a step
-        choose_matmul_form(self.transformer.layers[0].linear1.weight, rows)
+        choose_matmul_form([layer.linear1.weight for layer in self.transformer.layers], rows)
         pattern = self.pattern_provider.get_pattern(max_gen_len)
         unknown = -1  # placeholder for codes not generated yet
         codes = torch.full((B, K, max_gen_len), unknown, dtype=torch.long, device=device)

@@ -52,16 +52,18 @@ def _form_key(rows: int, dtype: torch.dtype, device: torch.device) -> tuple:
     return rows, dtype, device.type, torch.get_num_threads()
 
 
-def choose_matmul_form(weight: torch.Tensor, rows: int, reps: int = 7) -> bool:
-    """Time `F.linear(x, W)` against `W @ x.T` for `rows` rows of `weight`'s shape; remember the faster.
+def choose_matmul_form(weights: list[torch.Tensor], rows: int, reps: int = 5) -> bool:
+    """Time `F.linear(x, W)` against `W @ x.T` for `rows` rows over `weights`; remember the faster.
 
     A generation step multiplies a few rows (batch x 2 for CFG) by every weight matrix, so its
-    cost is reading the weights, and which form reads them faster depends on the BLAS and the
-    CPU: on an AVX-512 EPYC `W @ x.T` streamed fp32 weights 3-4x faster at 2 rows, on a Xeon VM
-    `F.linear` was 1.8x faster at 2 rows and `W @ x.T` 1.4x faster at 8. So it is measured, once
-    per (rows, dtype, threads), alternating the two forms and comparing medians. Only CPU
-    inference uses it; the forms differ in rounding only.
+    cost is streaming the weights from memory, and which form streams them faster depends on the
+    BLAS, the CPU and the dtype. Measured on an AVX-512 Xeon (2 threads): fp32 at 2 rows,
+    `F.linear` 41 GB/s vs `W @ x.T` 20; at 8 rows 14 vs 20; bf16 at 2 rows 27 vs 39 (an EPYC
+    showed the opposite in fp32). So it is measured once per (rows, dtype, threads), over several
+    matrices so that they stream from memory as in a real step (one would sit in cache),
+    alternating the forms and comparing medians. CPU inference only; the forms differ in rounding.
     """
+    weight = weights[0]
     key = _form_key(rows, weight.dtype, weight.device)
     if key not in MATMUL_FORMS:
         if weight.device.type != "cpu":
@@ -74,7 +76,8 @@ def choose_matmul_form(weight: torch.Tensor, rows: int, reps: int = 7) -> bool:
             for _ in range(reps):
                 for form in (False, True):
                     start = time.perf_counter()
-                    (weight @ x.T) if form else F.linear(x, weight)
+                    for w in weights:
+                        (w @ x.T) if form else F.linear(x, w)
                     times[form].append(time.perf_counter() - start)
         # `W @ x.T` only when clearly faster: a tie keeps upstream's form (and its rounding).
         MATMUL_FORMS[key] = statistics.median(times[True]) < 0.9 * statistics.median(times[False])

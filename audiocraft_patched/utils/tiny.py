@@ -140,6 +140,15 @@ def randomize_codebooks(model: torch.nn.Module, generator: torch.Generator) -> N
             buf.fill_(1)
 
 
+def randomize_weights(lm: torch.nn.Module, codec: torch.nn.Module, seed: int) -> None:
+    """Random RVQ codebooks, and LM weights moved off their near-uniform init so conditioning matters."""
+    gen = torch.Generator().manual_seed(seed)
+    randomize_codebooks(codec, gen)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+
+
 def make_tiny_musicgen(folder: str | Path, encoder: str | Path, seed: int = 0, record_encoder_as: str | None = None,
                        ratios: tuple[int, ...] = (8, 5, 4, 2), **lm_kwargs) -> Path:
     """Write a random tiny MusicGen export (`state_dict.bin` + `compression_state_dict.bin`) to `folder`.
@@ -158,11 +167,7 @@ def make_tiny_musicgen(folder: str | Path, encoder: str | Path, seed: int = 0, r
     torch.manual_seed(seed)
     lm = get_lm_model(copy.deepcopy(lm_cfg))
     codec = get_compression_model(copy.deepcopy(codec_cfg))
-    gen = torch.Generator().manual_seed(seed)
-    randomize_codebooks(codec, gen)
-    with torch.no_grad():  # the default init gives near-uniform logits: make them peaky enough to matter
-        for p in lm.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    randomize_weights(lm, codec, seed)
     if record_encoder_as is not None:
         lm_cfg["conditioners"]["description"]["t5"]["name"] = record_encoder_as
     save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)

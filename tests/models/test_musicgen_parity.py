@@ -10,8 +10,7 @@ import torch
 
 from audiocraft_patched.models import MusicGen
 from audiocraft_patched.modules.conditioners import ConditioningAttributes
-from audiocraft_patched.utils.tiny import (randomize_codebooks, save_export, tiny_encodec_config,
-                                           tiny_musicgen_config)
+from audiocraft_patched.utils.tiny import randomize_weights, save_export, tiny_encodec_config, tiny_musicgen_config
 
 pytestmark = pytest.mark.upstream
 
@@ -31,11 +30,7 @@ def build_upstream_export(folder, stereo: bool, seed: int = 0):
     torch.manual_seed(seed)
     lm = builders.get_lm_model(OmegaConf.create(copy.deepcopy(lm_cfg)))
     codec = builders.get_compression_model(OmegaConf.create(copy.deepcopy(codec_cfg)))
-    gen = torch.Generator().manual_seed(seed)
-    randomize_codebooks(codec, gen)
-    with torch.no_grad():
-        for p in lm.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    randomize_weights(lm, codec, seed)
     save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
     save_export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
     return folder

@@ -61,16 +61,12 @@ def build_models(builders, lm_cfg: dict, codec_cfg: dict, seed: int):
     """(lm, codec) from either side's builders, with random weights peaky enough to matter."""
     from omegaconf import OmegaConf
 
-    from audiocraft_patched.utils.tiny import randomize_codebooks
+    from audiocraft_patched.utils.tiny import randomize_weights
 
     torch.manual_seed(seed)
     lm = builders.get_lm_model(OmegaConf.create(copy.deepcopy(lm_cfg)))
     codec = builders.get_compression_model(OmegaConf.create(copy.deepcopy(codec_cfg)))
-    gen = torch.Generator().manual_seed(seed)
-    randomize_codebooks(codec, gen)
-    with torch.no_grad():
-        for p in lm.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    randomize_weights(lm, codec, seed)
     return lm, codec
 
 

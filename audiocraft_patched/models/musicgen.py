@@ -173,7 +173,7 @@ class MusicGen:
         """Audio [B, C, T] from no text (and its codes if `return_tokens`)."""
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
-        return self._generate([None] * num_samples, None, progress, return_tokens)
+        return self._generate(self._text_attributes([None] * num_samples), None, progress, return_tokens)
 
     def generate(self, descriptions: Sequence[str | None] | None = None, progress: bool = False,
                  return_tokens: bool = False, *, images: Any = None, audio_prompts: Any = None,
@@ -205,10 +205,10 @@ class MusicGen:
             if descriptions is None:
                 raise ValueError("nothing to condition on: give descriptions, images=, audio_prompts= or conditions= "
                                  "(or call generate_unconditional)")
-            return self._generate(self._check_descriptions(descriptions), None, progress, return_tokens)
+            attributes = self._text_attributes(self._check_descriptions(descriptions))
         else:
             attributes = self._multimodal_attributes(descriptions, images, audio_prompts, audio_prompt_sample_rate)
-        return self._generate([], None, progress, return_tokens, attributes=attributes)
+        return self._generate(attributes, None, progress, return_tokens)
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None, progress: bool = False,
@@ -224,7 +224,7 @@ class MusicGen:
         descriptions = self._check_descriptions(descriptions)
         if len(descriptions) != len(prompt):
             raise ValueError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
-        return self._generate(descriptions, prompt, progress, return_tokens)
+        return self._generate(self._text_attributes(descriptions), prompt, progress, return_tokens)
 
     @staticmethod
     def _check_descriptions(descriptions) -> list[str | None]:
@@ -296,13 +296,14 @@ class MusicGen:
             attributes.append(sample)
         return attributes
 
-    def _generate(self, descriptions: list[str | None], prompt: torch.Tensor | None, progress: bool,
-                  return_tokens: bool, attributes: list[ConditioningAttributes] | None = None):
-        if attributes is None:
-            # A model without a 'description' conditioner (e.g. image-only) gets no text attribute.
-            has_text = "description" in self.lm.condition_provider.conditioners
-            attributes = [ConditioningAttributes(text={"description": d}) if has_text or d is not None
-                          else ConditioningAttributes() for d in descriptions]
+    def _text_attributes(self, descriptions: list[str | None]) -> list[ConditioningAttributes]:
+        # A model without a 'description' conditioner (e.g. image-only) gets no text attribute.
+        has_text = "description" in self.lm.condition_provider.conditioners
+        return [ConditioningAttributes(text={"description": d}) if has_text or d is not None
+                else ConditioningAttributes() for d in descriptions]
+
+    def _generate(self, attributes: list[ConditioningAttributes], prompt: torch.Tensor | None, progress: bool,
+                  return_tokens: bool):
         self.timings = {}
         prompt_tokens = None
         if prompt is not None:

@@ -105,7 +105,6 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
         self.name = str(name)
         self.pooling = pooling
         self.normalize = normalize
-        self.finetune = finetune
         self.layer: int | None = None
         self.adapter_config = None if adapter is None else dict(adapter)
         self.adapter = None

@@ -9,13 +9,20 @@ covers the WAVE_FORMAT_EXTENSIBLE files that ffmpeg writes for 24-bit or > 48 kH
 Differences from upstream, on purpose:
 
 - only WAV: `format='mp3' | 'ogg' | 'flac'` raise a ValueError (convert the WAV with ffmpeg);
-- an existing file is never replaced unless `overwrite=True` (upstream always replaced it);
+- an existing file is never replaced unless `overwrite=True` (upstream always replaced it), and
+  the file is written under a temporary name and renamed into place, so an interrupted write
+  leaves the old file (or none), never a partial one;
+- `audio_read` refuses NaN/infinite samples and warns, naming the file, when the 'data' chunk is
+  shorter than its header says (a truncated file);
 - `wav_encoding` adds 24-bit PCM and 32-bit float WAV to the 16-bit default;
 - silent audio is written as silence with the 'peak' and 'rms' strategies (upstream wrote NaN).
 """
 from __future__ import annotations
 
+import os
+import secrets
 import struct
+import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,13 +142,12 @@ def audio_write(stem_name: str | Path,
     path = Path(str(stem_name) + (".wav" if add_suffix else ""))
     if make_parent_dir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # 'x' creates the file only if it is absent, atomically: no window for a race between a
-        # check and the write.
-        file = open(path, "wb" if overwrite else "xb")
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists and audio_write does not replace files by default; "
-                              "pass overwrite=True to replace it, or choose another stem_name") from None
+    if not overwrite and os.path.lexists(path):  # fail before the work; _place re-checks atomically
+        raise _exists_error(path)
+    # A temporary name in the same folder (same file system, so the rename is atomic); created
+    # with O_EXCL and mode 0o666 so the umask applies as to any new file.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    file = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
     try:
         with file:
             if wav_encoding == "pcm_f32le":
@@ -152,10 +158,30 @@ def audio_write(stem_name: str | Path,
                     out.setsampwidth(WAV_ENCODINGS[wav_encoding])
                     out.setframerate(sample_rate)
                     out.writeframes(_pcm_bytes(wav, wav_encoding))
-    except BaseException:
-        path.unlink(missing_ok=True)  # never leave a half-written file behind
-        raise
+        _place(tmp, path, overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)  # never leave a half-written file behind
     return path
+
+
+def _exists_error(path: Path) -> FileExistsError:
+    return FileExistsError(f"{path} already exists and audio_write does not replace files by default; "
+                           "pass overwrite=True to replace it, or choose another stem_name")
+
+
+def _place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Give the finished temporary file its name: replacing `path`, or only if it is absent."""
+    if overwrite:
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one
+        return
+    try:
+        os.link(tmp, path)  # fails if `path` exists, atomically: no race between a check and the write
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError:  # a file system without hard links: check, then rename (a narrow race)
+        if os.path.lexists(path):
+            raise _exists_error(path) from None
+        os.rename(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -166,6 +192,7 @@ class _WavLayout:
     sample_bytes: int
     data_offset: int  # byte position of the first sample
     frames: int
+    missing_bytes: int = 0  # how much shorter the 'data' chunk is than its header says (truncated file)
 
 
 def _wav_layout(file, path: Path) -> _WavLayout:
@@ -203,7 +230,8 @@ def _wav_layout(file, path: Path) -> _WavLayout:
     # Trust the file length over the chunk size: streamed writers leave the size field unset.
     available = file.tell() - data_offset
     data_bytes = available if data_size in (0, 0xFFFFFFFF) else min(data_size, available)
-    return _WavLayout(tag, channels, sample_rate, sample_bytes, data_offset, data_bytes // block_align)
+    missing = 0 if data_size in (0, 0xFFFFFFFF) else max(0, data_size - available)
+    return _WavLayout(tag, channels, sample_rate, sample_bytes, data_offset, data_bytes // block_align, missing)
 
 
 def audio_info(filepath: str | Path) -> AudioFileInfo:
@@ -244,12 +272,19 @@ def audio_read(filepath: str | Path, seek_time: float = 0.,
     Returns:
         (wav [C, T] float32 in [-1, 1), sample_rate). Past the end of the file, T is 0 (or the
         padded length).
+
+    Raises:
+        ValueError: not a readable WAV, or NaN/infinite samples in the part read. A truncated
+            file only warns (naming it) and gives the frames it holds.
     """
     path = Path(filepath)
     if seek_time < 0:
         raise ValueError(f"seek_time must be >= 0 seconds, got {seek_time}")
     with open(path, "rb") as file:
         layout = _wav_layout(file, path)
+        if layout.missing_bytes:
+            warnings.warn(f"{path} is truncated: its header announces {layout.missing_bytes} more bytes of audio "
+                          f"than the file holds; reading the {layout.frames} frames that are there", stacklevel=2)
         sr = layout.sample_rate
         start = min(int(seek_time * sr), layout.frames)
         count = layout.frames - start
@@ -259,6 +294,11 @@ def audio_read(filepath: str | Path, seek_time: float = 0.,
         file.seek(layout.data_offset + start * frame_bytes)
         raw = file.read(count * frame_bytes)
     samples = _decode(raw, layout).reshape(-1, layout.channels)  # [T, C]
+    bad = ~np.isfinite(samples)
+    if bad.any():  # only float WAVs can hold these; as audio they would turn into garbage codes
+        first = int(np.argmax(bad.any(axis=1))) + start
+        raise ValueError(f"{path} holds {int(bad.sum())} NaN or infinite samples (the first at frame {first}, "
+                         f"{first / sr:.3f} s): it is not usable as audio; fix or re-export the file")
     wav = torch.from_numpy(samples.T.copy())  # [C, T]
     if pad and duration > 0:
         wav = F.pad(wav, (0, int(duration * sr) - wav.shape[-1]))

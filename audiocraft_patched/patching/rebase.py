@@ -9,7 +9,8 @@ patch is applied there in order: `git apply --check` first (exact context, perha
 else `git am -3` (a 3-way merge on the series' base files, fetched when the target lacks them).
 Each patch is reported as applied, applied with offset, applied with a 3-way merge, or conflict
 (with the file and hunk). When all apply, the refreshed series (new context and line numbers,
-new base) is written to OUT_DIR. The user's tree is only changed with --in-place.
+new base) is written to OUT_DIR, which must be new or empty unless --overwrite is given (even then,
+only patch files this tool wrote are removed). The user's tree is only changed with --in-place.
 Exit status: 0 all applied, 1 conflicts, 2 could not run.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .gitrepo import FileDiff, GitError, format_patches, git, git_env, init_repo, parse_patch, split_hunks
-from .series import BASE_TRAILER, PATCHES_DIR, SeriesError, describe_tree, read_series, write_series
+from .series import (BASE_TRAILER, PATCHES_DIR, SeriesError, check_out_dir, describe_tree, read_series,
+                     write_file_atomic, write_series)
 from .upstream import UpstreamError, base_tree, check_tree, copy_tree, download_sdist, tree_version
 
 APPLIED, OFFSET, MERGED, CONFLICT = "applied", "applied with offset", "applied with 3-way merge", "conflict"
@@ -163,7 +165,7 @@ def _provide_base_blobs(work: Path, diffs: list[FileDiff], base: str | None, tmp
 
 
 def rebase(onto: str | Path = LATEST, out_dir: Path | None = None, series_dir: Path = PATCHES_DIR,
-           in_place: bool = False) -> RebaseReport:
+           in_place: bool = False, overwrite: bool = False) -> RebaseReport:
     """Apply the series in `series_dir` to an upstream tree; see the module docstring.
 
     Args:
@@ -171,10 +173,14 @@ def rebase(onto: str | Path = LATEST, out_dir: Path | None = None, series_dir: P
         out_dir: where to write the refreshed series when every patch applies (None: nowhere).
         series_dir: the folder with `series` and the patches.
         in_place: also apply the refreshed series to the tree at `onto` (a path).
+        overwrite: allow a non-empty out_dir; the series in it is replaced, and only patch files
+            this tool wrote that the old `series` listed are removed.
     Raises:
         RebaseError: when the rebase cannot run at all.
     """
     try:
+        if out_dir is not None:  # before any work: a refusal costs nothing
+            check_out_dir(Path(out_dir), overwrite)
         patches, base = read_series(series_dir)
     except SeriesError as exc:
         raise RebaseError(str(exc)) from exc
@@ -229,7 +235,7 @@ def _write_out(refreshed: list[Path], out_dir: Path, label: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for patch in refreshed:
-        (out_dir / patch.name).write_bytes(patch.read_bytes())
+        write_file_atomic(out_dir / patch.name, patch.read_bytes())
         written.append(out_dir / patch.name)
     write_series(out_dir, written, label)
     return written
@@ -249,7 +255,7 @@ def _apply_in_place(patches: list[Path], tree: Path) -> None:
 
 def cmd_rebase(args: argparse.Namespace) -> int:
     try:
-        report = rebase(args.onto, args.out_dir, args.series, in_place=args.in_place)
+        report = rebase(args.onto, args.out_dir, args.series, in_place=args.in_place, overwrite=args.overwrite)
     except RebaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -267,7 +273,10 @@ def add_rebase_parser(subparsers) -> argparse.ArgumentParser:
                         help="a release on PyPI (e.g. 1.2.0; default: the latest), or a local source tree or git "
                              "checkout")
     parser.add_argument("-o", "--out-dir", type=Path, default=None,
-                        help="write the refreshed series here when every patch applies")
+                        help="write the refreshed series here when every patch applies (a new or empty folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty --out-dir: replace the series in it, removing only patch files "
+                             "this tool wrote")
     parser.add_argument("--series", type=Path, default=PATCHES_DIR,
                         help=f"the series to rebase (default {PATCHES_DIR})")
     parser.add_argument("--in-place", action="store_true",

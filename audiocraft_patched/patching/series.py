@@ -8,8 +8,8 @@ generated from the package (the config and the upstream-side test) live in `patc
 from __future__ import annotations
 
 import ast
+import os
 import re
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,20 +189,68 @@ def read_series(series_dir: Path) -> tuple[list[Path], str | None]:
     return patches, base
 
 
+def is_our_patch(path: Path) -> bool:
+    """A patch file this tool wrote: a regular file (not a link) carrying our base trailer."""
+    if path.is_symlink() or not path.is_file() or path.suffix != ".patch":
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return any(line.startswith(BASE_TRAILER) for line in f)
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output folder that is a file, or holds anything, unless `overwrite`."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SeriesError(f"{out_dir} exists and is not a folder: give a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise SeriesError(f"{out_dir} is not empty: give a new or empty folder, or --overwrite to replace the "
+                          "series in it (only patches this tool wrote are removed)")
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename it into place.
+
+    The rename replaces a link at `path` instead of writing through it, and an interruption
+    leaves the old file or the new one, never half of either.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _stale_patch(out_dir: Path, line: str, keep: set[str]) -> Path | None:
+    """The file a line of an earlier `series` names, if it is ours to delete.
+
+    Only a bare file name directly inside out_dir (no folder part, no `..`, not absolute) that
+    holds a patch we wrote: a series file is input, and must not steer a deletion elsewhere.
+    """
+    name = line.strip()
+    if not name or name.startswith("#") or name in keep or name in (".", "..") or "/" in name or "\\" in name:
+        return None
+    path = Path(out_dir) / name
+    return path if is_our_patch(path) else None
+
+
 def write_series(out_dir: Path, patches: list[Path], base: str) -> Path:
     """Write `series` for the given patch files (already in out_dir).
 
-    Patches that an earlier `series` in out_dir listed and this one does not are removed; other
-    files are left alone.
+    Patches that an earlier `series` in out_dir listed and this one does not are removed when
+    they are ours (see `_stale_patch`); every other file is left alone.
     """
     names = [p.name for p in patches]
     series = Path(out_dir) / SERIES_FILE
-    if series.is_file():
-        for line in series.read_text(encoding="utf-8").splitlines():
-            old = Path(out_dir) / line.strip()
-            if line.strip().endswith(".patch") and not line.startswith("#") and line.strip() not in names:
-                old.unlink(missing_ok=True)
-    series.write_text(series_header(base) + "".join(f"{name}\n" for name in names), encoding="utf-8")
+    if series.is_file() and not series.is_symlink():
+        for line in series.read_text(encoding="utf-8", errors="replace").splitlines():
+            stale = _stale_patch(Path(out_dir), line, set(names))
+            if stale is not None:
+                stale.unlink()
+    text = series_header(base) + "".join(f"{name}\n" for name in names)
+    write_file_atomic(series, text.encode("utf-8"))
     return series
 
 
@@ -237,7 +285,7 @@ def regenerate(upstream: Path | None = None, out_dir: Path = PATCHES_DIR, base: 
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for patch in made:
-            shutil.copyfile(patch, out_dir / patch.name)
+            write_file_atomic(out_dir / patch.name, patch.read_bytes())
             written.append(out_dir / patch.name)
         write_series(out_dir, written, base)
         return written

@@ -17,7 +17,9 @@ Bit-identical with or without the cache, by construction:
   tensor is replaced or modified in place (tracked by PyTorch's version counters).
 
 On disk, entries are `torch.save`d tensors read back with `weights_only=True`, written to a
-temporary file and renamed into place (atomic), one file per entry.
+temporary file and renamed into place (atomic), one file per entry, checked on read (a bad entry
+is a miss, then rewritten). The folder is bounded (`max_disk_bytes`, 1 GiB by default; least
+recently used files go first), and one that cannot be written degrades to memory only.
 """
 from __future__ import annotations
 
@@ -26,12 +28,14 @@ import itertools
 import json
 import os
 import tempfile
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
 CACHE_FORMAT = 1  # bump when the meaning of an entry changes
+DEFAULT_MAX_DISK_BYTES = 2**30  # 1 GiB of entry files per cache folder, then least recently used go
 
 
 def model_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -84,26 +88,42 @@ def cache_key(fingerprint: str, settings: dict, texts: list[str]) -> str:
 
 
 class TextEmbeddingCache:
-    """Bounded LRU of encoder outputs in memory, optionally backed by a folder on disk.
+    """Bounded LRU of encoder outputs in memory, optionally backed by a bounded folder on disk.
+
+    The cache never fails a call: a folder that cannot be created or written (read-only file
+    system, no space, no permission) degrades to memory only with one warning (entries already
+    on disk are still read); an entry on disk that cannot be read, or holds anything but a
+    [B, T, D] float tensor and a matching [B, T] mask, is a miss and is rewritten.
 
     Args:
         max_entries: most batches kept in memory.
         max_bytes: most tensor bytes kept in memory (least recently used entries go first).
         directory: folder for the on-disk cache (created if needed); None keeps it in memory only.
+        max_disk_bytes: most bytes of entry files in `directory`; past it the least recently used
+            files (by modification time, refreshed on every disk hit) are deleted, down to 90%.
     """
 
-    def __init__(self, max_entries: int = 1024, max_bytes: int = 256 * 2**20, directory: str | Path | None = None):
-        if max_entries < 1 or max_bytes < 1:
-            raise ValueError(f"max_entries and max_bytes must be positive, got {max_entries} and {max_bytes}")
+    def __init__(self, max_entries: int = 1024, max_bytes: int = 256 * 2**20, directory: str | Path | None = None,
+                 max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES):
+        if max_entries < 1 or max_bytes < 1 or max_disk_bytes < 1:
+            raise ValueError(f"max_entries, max_bytes and max_disk_bytes must be positive, got {max_entries}, "
+                             f"{max_bytes} and {max_disk_bytes}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.max_disk_bytes = max_disk_bytes
         self.directory = None if directory is None else Path(directory).expanduser()
-        if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+        self.writable = self.directory is not None  # False once a write to the folder has failed
         self._entries: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._bytes = 0
+        self._disk_bytes: int | None = None  # estimate of the folder's entry bytes; None: not scanned yet
+        self._bad: set[str] = set()  # keys whose file on disk was unreadable or invalid: rewrite them
         self.hits = 0
         self.misses = 0
+        if self.directory is not None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._disk_failed(exc)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -122,7 +142,10 @@ class TextEmbeddingCache:
             self._entries.move_to_end(key)
         elif self.directory is not None and self._file(key).is_file():
             entry = self._read(key)
-            if entry is not None:
+            if entry is None:
+                self._bad.add(key)
+            else:
+                self._touch(self._file(key))
                 entry = (entry[0].to(device), entry[1].to(device))
                 self._remember(key, entry)
         if entry is None:
@@ -136,7 +159,7 @@ class TextEmbeddingCache:
         """Store the hidden states [B, T, D] and mask [B, T] of one batch."""
         entry = (states.detach().clone(), mask.detach().clone())
         self._remember(key, entry)
-        if self.directory is not None and not self._file(key).is_file():
+        if self.writable and (key in self._bad or not self._file(key).is_file()):
             self._write(key, entry)
 
     def clear(self) -> None:
@@ -156,18 +179,71 @@ class TextEmbeddingCache:
             _, old = self._entries.popitem(last=False)
             self._bytes -= sum(t.numel() * t.element_size() for t in old)
 
+    def _disk_failed(self, exc: OSError) -> None:
+        """Stop writing to the folder, and say so (once: nothing writes after this)."""
+        warnings.warn(f"embedding cache: cannot write to {self.directory} ({exc.strerror or exc}); "
+                          "caching in memory only for this session", stacklevel=3)
+        self.writable = False
+        if not (self.directory is not None and self.directory.is_dir()):
+            self.directory = None  # nothing to read there either
+
     def _write(self, key: str, entry: tuple[torch.Tensor, torch.Tensor]) -> None:
         target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target, then rename: readers see the old state or the whole new file.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".pt")
+        tmp = None
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Write beside the target, then rename: readers see the old state or the whole new file.
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".pt")
             with os.fdopen(fd, "wb") as f:
                 torch.save({"format": CACHE_FORMAT, "key": key, "states": entry[0].cpu(), "mask": entry[1].cpu()}, f)
             os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            tmp = None
+        except OSError as exc:
+            self._disk_failed(exc)
+            return
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        self._bad.discard(key)
+        if self._disk_bytes is None:
+            self._disk_bytes = sum(size for _, size, _ in self._scan())
+        else:
+            self._disk_bytes += target.stat().st_size
+        if self._disk_bytes > self.max_disk_bytes:
+            self._evict()
+
+    def _scan(self) -> list[tuple[float, int, Path]]:
+        """(modification time, size, path) of every entry file in the folder."""
+        found = []
+        for path in self.directory.glob("??/*.pt"):
+            try:
+                stat = path.stat()
+            except OSError:  # removed by another process meanwhile
+                continue
+            found.append((stat.st_mtime, stat.st_size, path))
+        return found
+
+    def _evict(self) -> None:
+        """Delete the least recently used files until the folder is at 90% of its budget.
+
+        Rescans rather than trusting the running estimate: other processes may share the folder.
+        """
+        files = sorted(self._scan(), key=lambda f: f[0])
+        total = sum(size for _, size, _ in files)
+        for _, size, path in files:
+            if total <= 0.9 * self.max_disk_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+        self._disk_bytes = total
+
+    @staticmethod
+    def _touch(path: Path) -> None:
+        """Mark a file as recently used (its modification time orders eviction)."""
+        try:
+            os.utime(path)
+        except OSError:  # a read-only folder: still usable, its order just stays as it was
+            pass
 
     def _read(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         try:
@@ -176,4 +252,10 @@ class TextEmbeddingCache:
             return None
         if not isinstance(pkg, dict) or pkg.get("key") != key or pkg.get("format") != CACHE_FORMAT:
             return None
-        return pkg["states"], pkg["mask"]
+        states, mask = pkg.get("states"), pkg.get("mask")
+        if not (isinstance(states, torch.Tensor) and isinstance(mask, torch.Tensor)
+                and states.dtype.is_floating_point and states.dim() == 3
+                and not mask.dtype.is_floating_point and not mask.is_complex() and mask.dim() == 2
+                and tuple(states.shape[:2]) == tuple(mask.shape)):
+            return None  # the right key with the wrong contents: a miss too
+        return states, mask

@@ -3,7 +3,9 @@
 Upstream imports xformers, spacy, torchaudio, av and librosa at module level, though its
 text-to-music path calls none of them on CPU with the 'torch' attention backend. We put tiny
 stand-ins in ``sys.modules`` that raise if anything in them is actually used, so a parity test
-can never silently run through a stub.
+can never silently run through a stub. Two exceptions, for the melody path: torchaudio's
+``Spectrogram`` is a working stand-in on ``torch.stft`` (``_Spectrogram``), and librosa is the
+real package when it is installed.
 """
 from __future__ import annotations
 
@@ -48,6 +50,37 @@ class _LowerTriangularMask:
     """Upstream only uses this as a causal flag for the torch SDPA backend."""
 
 
+class _Spectrogram(torch.nn.Module):
+    """torchaudio.transforms.Spectrogram, on torch.stft, for upstream's ChromaExtractor (melody).
+
+    Written from torchaudio's definition (`functional.spectrogram`): constant `pad`, the window
+    of `window_fn(win_length)` kept as a (saved) buffer, centred reflect-padded frames,
+    `normalized=True` dividing the STFT by the window's L2 norm, magnitude to `power`.
+    """
+
+    def __init__(self, n_fft: int = 400, win_length=None, hop_length=None, pad: int = 0,
+                 window_fn=torch.hann_window, power=2.0, normalized=False, wkwargs=None, center: bool = True,
+                 pad_mode: str = "reflect", onesided: bool = True):
+        super().__init__()
+        self.n_fft, self.pad, self.power, self.normalized = n_fft, pad, power, normalized
+        self.win_length = win_length or n_fft
+        self.hop_length = hop_length or self.win_length // 2
+        self.center, self.pad_mode, self.onesided = center, pad_mode, onesided
+        self.register_buffer("window", window_fn(self.win_length, **(wkwargs or {})))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if self.pad > 0:
+            waveform = torch.nn.functional.pad(waveform, (self.pad, self.pad), "constant")
+        shape = waveform.size()
+        spec = torch.stft(waveform.reshape(-1, shape[-1]), self.n_fft, hop_length=self.hop_length,
+                          win_length=self.win_length, window=self.window, center=self.center,
+                          pad_mode=self.pad_mode, normalized=False, onesided=self.onesided, return_complex=True)
+        spec = spec.reshape(shape[:-1] + spec.shape[-2:])
+        if self.normalized in (True, "window"):
+            spec = spec / self.window.pow(2.0).sum().sqrt()
+        return spec if self.power is None else spec.abs().pow(self.power)
+
+
 def install_stubs() -> None:
     """Register stand-ins for upstream's heavy optional imports (idempotent)."""
     if "audiocraft" in sys.modules:
@@ -59,11 +92,13 @@ def install_stubs() -> None:
         "spacy": _module("spacy"),
         "torchaudio": _module("torchaudio"),
         "torchaudio.functional": _module("torchaudio.functional"),
-        "torchaudio.transforms": _module("torchaudio.transforms"),
+        "torchaudio.transforms": _module("torchaudio.transforms", Spectrogram=_Spectrogram),
         "av": _module("av"),
-        "librosa": _module("librosa"),
-        "librosa.filters": _module("librosa.filters"),
     }
+    # The real librosa when installed (requirements-upstream.txt): its chroma filterbank is what
+    # upstream's melody conditioner uses.
+    if importlib.util.find_spec("librosa") is None:
+        stubs.update({"librosa": _module("librosa"), "librosa.filters": _module("librosa.filters")})
     for name, mod in stubs.items():
         sys.modules.setdefault(name, mod)
         parent, _, child = name.rpartition(".")

@@ -35,7 +35,6 @@ PATTERNS: dict[str, type[CodebooksPatternProvider]] = {
 }
 # Conditioners of upstream that this package does not implement, and what they are for.
 _NOT_SUPPORTED = {
-    "chroma_stem": "musicgen-melody's chroma (melody) conditioning",
     "clap": "CLAP embedding conditioning",
 }
 
@@ -81,6 +80,8 @@ def get_conditioner_provider(output_dim: int, cfg: Any) -> ConditioningProvider:
         kwargs = dict(cond_cfg.get(model) or {})
         if model in ENCODERS and "device" in inspect.signature(ENCODERS[model].__init__).parameters:
             kwargs.setdefault("device", device)
+        if model == "chroma_stem":  # as upstream: the melody chroma is matched to the training segment length
+            kwargs.setdefault("duration", cfg["dataset"]["segment_duration"])
         conditioners[str(attribute)] = build_conditioner(model, output_dim, **kwargs)
     return ConditioningProvider(conditioners, device=device)
 

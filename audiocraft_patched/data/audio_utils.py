@@ -295,13 +295,16 @@ def normalize_loudness(wav: torch.Tensor, sample_rate: int, loudness_headroom_db
 
 
 def _clip_wav(wav: torch.Tensor, log_clipping: bool = False, stem_name: str | None = None) -> torch.Tensor:
-    """Clamp to [-1, 1], logging how much was clipped when asked. Returns a new tensor."""
+    """Clamp `wav` to [-1, 1] in place, as upstream does, logging how much was clipped when asked.
+
+    Returns `wav` too (upstream returns None), so that `wav = _clip_wav(...)` reads naturally.
+    """
     peak = wav.abs().max().item()
     if log_clipping and peak > 1:
         fraction = (wav.abs() > 1).float().mean().item()
         logger.warning("clipping %s: %.3g%% of the samples exceed full scale (peak %.3g); a little is fine",
                        stem_name or "audio", 100 * fraction, peak)
-    return wav.clamp(-1, 1)
+    return wav.clamp_(-1, 1)
 
 
 def normalize_audio(wav: torch.Tensor, normalize: bool = True,
@@ -356,12 +359,13 @@ def normalize_audio(wav: torch.Tensor, normalize: bool = True,
             rescaling = scale_rms / rms
             if normalize or rescaling < 1:
                 wav = wav * rescaling
-        wav = _clip_wav(wav, log_clipping=log_clipping, stem_name=stem_name)
+        # A copy: without rescaling, `wav` is still the caller's tensor (upstream clips that one in place).
+        wav = _clip_wav(wav.clone(), log_clipping=log_clipping, stem_name=stem_name)
     elif strategy == "loudness":
         if sample_rate is None:
             raise ValueError("strategy='loudness' needs sample_rate=...")
         wav = normalize_loudness(wav, sample_rate, loudness_headroom_db, loudness_compressor)
-        wav = _clip_wav(wav, log_clipping=log_clipping, stem_name=stem_name)
+        wav = _clip_wav(wav.clone(), log_clipping=log_clipping, stem_name=stem_name)  # may be the caller's
     elif strategy in ("none", ""):
         peak = wav.abs().max().item()
         if peak >= 1:

@@ -1,7 +1,8 @@
 """Codebook interleaving patterns: how K parallel code streams become one LM sequence.
 
-Mirrors `audiocraft/modules/codebooks_patterns.py` (audiocraft 1.3.0): same classes, same
-layouts, same special-token handling. A pattern is a list of sequence steps; step `s` holds the
+Mirrors `audiocraft/modules/codebooks_patterns.py` (audiocraft 1.3.0): same classes
+(delayed, parallel, unrolled, coarse-first, MusicLM), same layouts, same special-token
+handling. Bad shapes raise `ValueAssertionError` (upstream asserts). A pattern is a list of sequence steps; step `s` holds the
 `(t, q)` coordinates (timestep, codebook) that the LM predicts at that step. MusicGen uses the
 delay pattern, where codebook `q` lags `delays[q]` steps behind codebook 0:
 
@@ -19,6 +20,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import torch
+
+from .errors import ValueAssertionError
 
 
 class LayoutCoord(NamedTuple):
@@ -40,17 +43,17 @@ class Pattern:
 
     def __init__(self, layout: PatternLayout, timesteps: int, n_q: int):
         if not layout:
-            raise ValueError("a pattern needs at least one sequence step")
+            raise ValueAssertionError("a pattern needs at least one sequence step")
         self.layout = layout
         self.timesteps = timesteps
         self.n_q = n_q
         last_t = [-1] * n_q
         for s, coords in enumerate(layout):
             if len({c.q for c in coords}) != len(coords):
-                raise ValueError(f"step {s} holds the same codebook twice")
+                raise ValueAssertionError(f"step {s} holds the same codebook twice")
             for c in coords:
                 if c.t < last_t[c.q]:
-                    raise ValueError(f"step {s} goes back in time for codebook {c.q}")
+                    raise ValueAssertionError(f"step {s} goes back in time for codebook {c.q}")
                 last_t[c.q] = c.t
         # Index maps depend only on sizes: cache them per pattern (generation reuses them every call).
         self._sequence_maps = lru_cache(maxsize=64)(self._sequence_maps)
@@ -89,7 +92,7 @@ class Pattern:
                        device: str) -> tuple[torch.Tensor, torch.Tensor]:
         """[K, S] indexes into the flattened codes (with one trailing special slot) and validity."""
         if n_q != self.n_q or timesteps > self.timesteps:
-            raise ValueError(f"codes of shape [*, {n_q}, {timesteps}] do not fit a pattern of "
+            raise ValueAssertionError(f"codes of shape [*, {n_q}, {timesteps}] do not fit a pattern of "
                              f"{self.n_q} codebooks and {self.timesteps} timesteps")
         layout = self.valid_layout if keep_only_valid_steps else self.layout
         special = n_q * timesteps
@@ -104,10 +107,10 @@ class Pattern:
                        device: str) -> tuple[torch.Tensor, torch.Tensor]:
         """[K, T] indexes into the flattened sequence (with one trailing special slot) and validity."""
         if n_q != self.n_q:
-            raise ValueError(f"sequence has {n_q} codebooks, the pattern {self.n_q}")
+            raise ValueAssertionError(f"sequence has {n_q} codebooks, the pattern {self.n_q}")
         layout = self.valid_layout if keep_only_valid_steps else self.layout
         if steps > len(layout):
-            raise ValueError(f"sequence of {steps} steps is longer than the pattern ({len(layout)})")
+            raise ValueAssertionError(f"sequence of {steps} steps is longer than the pattern ({len(layout)})")
         # The model predicts step s+1 at position s: its outputs skip the leading empty step.
         if is_model_output and self.starts_with_special_token():
             layout = layout[1:]
@@ -152,7 +155,7 @@ class CodebooksPatternProvider:
 
     def __init__(self, n_q: int):
         if n_q <= 0:
-            raise ValueError(f"n_q must be positive, got {n_q}")
+            raise ValueAssertionError(f"n_q must be positive, got {n_q}")
         self.n_q = n_q
         self.get_pattern = lru_cache(maxsize=100)(self.get_pattern)  # type: ignore[method-assign]
 
@@ -174,7 +177,7 @@ class DelayedPatternProvider(CodebooksPatternProvider):
         super().__init__(n_q)
         self.delays = list(range(n_q)) if delays is None else list(delays)
         if len(self.delays) != n_q or sorted(self.delays) != self.delays:
-            raise ValueError(f"delays must be {n_q} non-decreasing ints, got {self.delays}")
+            raise ValueAssertionError(f"delays must be {n_q} non-decreasing ints, got {self.delays}")
         self.flatten_first = flatten_first
         self.empty_initial = empty_initial
 
@@ -195,6 +198,58 @@ class ParallelPatternProvider(DelayedPatternProvider):
         super().__init__(n_q, [0] * n_q, empty_initial=empty_initial)
 
 
+class UnrolledPatternProvider(CodebooksPatternProvider):
+    """Each timestep unrolled over several sequence steps ("inner steps"), with per-codebook delays.
+
+    Codebook q goes to inner step `flattening[q]` of its timestep; codebooks sharing an inner step
+    are predicted together and must share a delay. With n_q=3, flattening=[0, 1, 1] and no delay,
+    timestep t occupies two steps: codebook 0, then codebooks 1 and 2. A delay d moves a group's
+    codes d positions later in the ordering of (position, coordinates).
+
+    Args:
+        n_q: number of codebooks.
+        flattening: non-decreasing inner step per codebook; defaults to `range(n_q)` (fully flat).
+        delays: non-decreasing delay per codebook; defaults to no delay.
+    """
+
+    def __init__(self, n_q: int, flattening: list[int] | None = None, delays: list[int] | None = None):
+        super().__init__(n_q)
+        flattening = list(range(n_q)) if flattening is None else list(flattening)
+        delays = [0] * n_q if delays is None else list(delays)
+        for name, values in (("flattening", flattening), ("delays", delays)):
+            if len(values) != n_q or sorted(values) != values:
+                raise ValueAssertionError(f"{name} must be {n_q} non-decreasing ints, got {values}")
+        # inner step -> (its codebooks, their common delay)
+        self._groups: dict[int, tuple[list[int], int]] = {}
+        for q, (step, delay) in enumerate(zip(flattening, delays)):
+            codebooks, group_delay = self._groups.setdefault(step, ([], delay))
+            if group_delay != delay:
+                raise ValueAssertionError(f"codebooks {codebooks + [q]} share inner step {step} but not their delay "
+                                          f"({group_delay} != {delay}); give them the same delay")
+            codebooks.append(q)
+        self.max_delay = max(delays)
+        self._inner_steps = max(flattening) + 1
+
+    def num_virtual_steps(self, timesteps: int) -> int:
+        """Sequence steps of `timesteps` without delays, the leading special step included."""
+        return timesteps * self._inner_steps + 1
+
+    def get_pattern(self, timesteps: int) -> Pattern:
+        end = timesteps + self.max_delay
+        keyed: list[tuple[int, list[LayoutCoord]]] = [(-1, [])]
+        for t in range(end):
+            for step in range(self._inner_steps):
+                if step not in self._groups:  # an inner step no codebook uses stays empty
+                    keyed.append((t, []))
+                    continue
+                codebooks, delay = self._groups[step]
+                if t + delay < end:
+                    keyed.append((t + delay, [LayoutCoord(t, q) for q in codebooks]))
+        # Sorting on (delayed position, coordinates) gives upstream's exact step order.
+        layout = [coords for _, coords in sorted(keyed)]
+        return Pattern(layout, timesteps=timesteps, n_q=self.n_q)
+
+
 class CoarseFirstPattern(CodebooksPatternProvider):
     """Codebook 0 for all timesteps first, then the others with `delays`."""
 
@@ -202,7 +257,7 @@ class CoarseFirstPattern(CodebooksPatternProvider):
         super().__init__(n_q)
         self.delays = [0] * (n_q - 1) if delays is None else list(delays)
         if len(self.delays) != n_q - 1 or sorted(self.delays) != self.delays:
-            raise ValueError(f"delays must be {n_q - 1} non-decreasing ints, got {self.delays}")
+            raise ValueAssertionError(f"delays must be {n_q - 1} non-decreasing ints, got {self.delays}")
 
     def get_pattern(self, timesteps: int) -> Pattern:
         layout: PatternLayout = [[]] + [[LayoutCoord(t, 0)] for t in range(timesteps)]

@@ -8,15 +8,19 @@ rather than the `parametrizations.weight.original0/1` of the newer API. We keep 
 `weight_g`/`weight_v` names, so our state dicts load in upstream, and also accept the
 parametrization names on load. The weight is computed with `torch._weight_norm`, the kernel both
 torch APIs call, so it equals upstream's bit for bit.
+Argument errors that upstream asserts raise `ValueAssertionError` (a ValueError and an AssertionError).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import ValueAssertionError
 
 CONV_NORMALIZATIONS = frozenset(["none", "weight_norm", "time_group_norm"])
 
@@ -37,6 +41,11 @@ def get_extra_padding_for_conv1d(x: torch.Tensor, kernel_size: int, stride: int,
     return ideal_length - length
 
 
+def pad_for_conv1d(x: torch.Tensor, kernel_size: int, stride: int, padding_total: int = 0) -> torch.Tensor:
+    """`x` [..., T] with zeros appended so that a strided conv's last window is full."""
+    return F.pad(x, (0, get_extra_padding_for_conv1d(x, kernel_size, stride, padding_total)))
+
+
 def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "constant",
           value: float = 0.0) -> torch.Tensor:
     """`F.pad` on the last dim that also allows reflect padding wider than the input.
@@ -50,7 +59,7 @@ def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "constant",
     """
     left, right = paddings
     if left < 0 or right < 0:
-        raise ValueError(f"paddings must be >= 0, got {paddings}")
+        raise ValueAssertionError(f"paddings must be >= 0, got {paddings}")
     if mode != "reflect":
         return F.pad(x, paddings, mode, value)
     length = x.shape[-1]
@@ -65,7 +74,7 @@ def unpad1d(x: torch.Tensor, paddings: tuple[int, int]) -> torch.Tensor:
     """Remove (left, right) samples from the last dim of `x` [..., T]."""
     left, right = paddings
     if left < 0 or right < 0 or left + right > x.shape[-1]:
-        raise ValueError(f"cannot remove paddings {paddings} from {x.shape[-1]} samples")
+        raise ValueAssertionError(f"cannot remove paddings {paddings} from {x.shape[-1]} samples")
     return x[..., left:x.shape[-1] - right]
 
 
@@ -121,7 +130,7 @@ def _check_norm(norm: str, causal: bool) -> None:
     if norm == "spectral_norm":
         raise NotImplementedError("spectral_norm is not ported: no released compression model uses it")
     if norm not in CONV_NORMALIZATIONS:
-        raise ValueError(f"unknown conv norm {norm!r}; known: {sorted(CONV_NORMALIZATIONS)}")
+        raise ValueAssertionError(f"unknown conv norm {norm!r}; known: {sorted(CONV_NORMALIZATIONS)}")
     if norm == "time_group_norm" and causal:
         raise ValueError("time_group_norm normalizes over time, so it cannot be causal")
 
@@ -193,6 +202,9 @@ class StreamableConv1d(nn.Module):
                  norm: str = "none", norm_kwargs: dict[str, Any] | None = None,
                  pad_mode: str = "reflect"):
         super().__init__()
+        if stride > 1 and dilation > 1:  # as upstream: legal, but most likely a configuration mistake
+            warnings.warn(f"StreamableConv1d with stride > 1 and dilation > 1 (kernel_size={kernel_size}, "
+                          f"stride={stride}, dilation={dilation})")
         self.conv = NormConv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation,
                                groups=groups, bias=bias, causal=causal, norm=norm,
                                norm_kwargs=norm_kwargs)
@@ -234,9 +246,9 @@ class StreamableConvTranspose1d(nn.Module):
                  norm_kwargs: dict[str, Any] | None = None):
         super().__init__()
         if not 0.0 <= trim_right_ratio <= 1.0:
-            raise ValueError(f"trim_right_ratio must be in [0, 1], got {trim_right_ratio}")
+            raise ValueAssertionError(f"trim_right_ratio must be in [0, 1], got {trim_right_ratio}")
         if not causal and trim_right_ratio != 1.0:
-            raise ValueError("trim_right_ratio != 1 only makes sense for causal convolutions")
+            raise ValueAssertionError("trim_right_ratio != 1 only makes sense for causal convolutions")
         self.convtr = NormConvTranspose1d(in_channels, out_channels, kernel_size, stride,
                                           causal=causal, norm=norm, norm_kwargs=norm_kwargs)
         self.causal = causal

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .conv import StreamableConv1d, StreamableConvTranspose1d
+from .errors import ValueAssertionError
 
 
 def _activation(name: str, params: dict[str, Any] | None) -> nn.Module:
@@ -24,7 +25,7 @@ def _activation(name: str, params: dict[str, Any] | None) -> nn.Module:
 
 def _check_outer_blocks(disable_norm_outer_blocks: int, n_blocks: int) -> None:
     if not 0 <= disable_norm_outer_blocks <= n_blocks:
-        raise ValueError(f"disable_norm_outer_blocks must be in [0, {n_blocks}] "
+        raise ValueAssertionError(f"disable_norm_outer_blocks must be in [0, {n_blocks}] "
                          f"(number of blocks), got {disable_norm_outer_blocks}")
 
 
@@ -77,7 +78,7 @@ class SEANetResnetBlock(nn.Module):
         dilations = [1, 1] if dilations is None else dilations
         activation_params = {"alpha": 1.0} if activation_params is None else activation_params
         if len(kernel_sizes) != len(dilations):
-            raise ValueError(f"{len(kernel_sizes)} kernel sizes but {len(dilations)} dilations")
+            raise ValueAssertionError(f"{len(kernel_sizes)} kernel sizes but {len(dilations)} dilations")
         hidden = dim // compress
         conv_kw = dict(norm=norm, norm_kwargs=norm_params, causal=causal, pad_mode=pad_mode)
         layers: list[nn.Module] = []
@@ -136,10 +137,13 @@ class SEANetEncoder(nn.Module):
         activation_params = {"alpha": 1.0} if activation_params is None else activation_params
         self.channels = channels
         self.dimension = dimension
+        self.n_filters = n_filters
+        self.n_residual_layers = n_residual_layers
         self.ratios = list(reversed(ratios))
         self.hop_length = math.prod(self.ratios)
-        n_blocks = len(self.ratios) + 2
+        self.n_blocks = n_blocks = len(self.ratios) + 2
         _check_outer_blocks(disable_norm_outer_blocks, n_blocks)
+        self.disable_norm_outer_blocks = disable_norm_outer_blocks
 
         def block_norm(block: int) -> str:
             # Blocks are numbered from 1 at the input.
@@ -200,10 +204,13 @@ class SEANetDecoder(nn.Module):
         activation_params = {"alpha": 1.0} if activation_params is None else activation_params
         self.channels = channels
         self.dimension = dimension
+        self.n_filters = n_filters
+        self.n_residual_layers = n_residual_layers
         self.ratios = list(ratios)
         self.hop_length = math.prod(self.ratios)
-        n_blocks = len(self.ratios) + 2
+        self.n_blocks = n_blocks = len(self.ratios) + 2
         _check_outer_blocks(disable_norm_outer_blocks, n_blocks)
+        self.disable_norm_outer_blocks = disable_norm_outer_blocks
 
         def block_norm(block: int) -> str:
             # Blocks are numbered from 1 at the output.

@@ -10,16 +10,38 @@ generation step runs, never in what it computes:
 - the cross-attention keys/values of the condition are projected once per generation
   (upstream projects them again in every layer at every step);
 - attention is `scaled_dot_product_attention` for every config.
+
+Upstream's streaming API (`with transformer.streaming(): transformer(chunk)`, `get_streaming_state`,
+`set_streaming_state`, `flush`) is kept, built on the same explicit `KVCache`: a streaming session
+is an object that the context manager creates and drops, holding the caches and the offset;
+nothing else changes state. Argument errors that upstream asserts raise `ValueAssertionError`.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import ValueAssertionError
+
+# Upstream picks xformers or torch for `memory_efficient=True`; here every attention runs through
+# torch's `scaled_dot_product_attention` (which has its own memory-efficient kernels).
+_EFFICIENT_ATTENTION_BACKENDS = ("torch", "xformers")
+_efficient_attention_backend = "torch"
+
+
+def set_efficient_attention_backend(backend: str = "torch") -> None:
+    """Upstream's switch between xformers and torch kernels; accepted for compatibility, no effect."""
+    global _efficient_attention_backend
+    if backend not in _EFFICIENT_ATTENTION_BACKENDS:
+        raise ValueAssertionError(f"unknown attention backend {backend!r}; known: {_EFFICIENT_ATTENTION_BACKENDS}")
+    _efficient_attention_backend = backend
 
 
 def create_sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000,
@@ -138,8 +160,86 @@ class KVCache:
         self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end]
 
+    def reserve(self, steps: int) -> None:
+        """Make room for `steps` more (streaming, where the length is not known ahead): doubles the capacity."""
+        need = self.length + steps
+        if need > self.keys.shape[2]:
+            grown = KVCache.empty(self.keys.shape[0], self.keys.shape[1], max(need, 2 * self.keys.shape[2]),
+                                  self.keys.shape[3], self.keys)
+            grown.append(self.keys[:, :, :self.length], self.values[:, :, :self.length])
+            self.keys, self.values = grown.keys, grown.values
 
-class StreamingMultiheadAttention(nn.Module):
+
+@dataclass
+class _Stream:
+    """One streaming session: per-layer self-attention caches (made at the first chunk) and the position."""
+
+    caches: list[KVCache] = field(default_factory=list)
+    offset: int = 0
+
+
+class StreamingModule(nn.Module):
+    """Upstream's streaming contract, on an explicit session object instead of per-module state.
+
+    Inside `with module.streaming():` each call continues the previous one (positions, causal
+    keys/values); `get_streaming_state` / `set_streaming_state` save and restore the session.
+    """
+
+    _stream: _Stream | None = None
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        if self._stream is not None:
+            raise RuntimeError("already streaming: streaming() sessions do not nest")
+        self._stream = _Stream()
+        try:
+            yield
+        finally:
+            self._stream = None
+
+    def reset_streaming(self) -> None:
+        """Start the current session over (as if `streaming()` had just been entered)."""
+        if self._stream is not None:
+            self._stream = _Stream()
+
+    def get_streaming_state(self) -> dict[str, torch.Tensor]:
+        """The session as tensors: `offset` and `<i>.past_keys` / `<i>.past_values` per cache."""
+        if self._stream is None:
+            raise RuntimeError("get_streaming_state() needs an active `with module.streaming():`")
+        state = {"offset": torch.tensor(self._stream.offset)}
+        for i, cache in enumerate(self._stream.caches):
+            state[f"{i}.past_keys"] = cache.keys[:, :, :cache.length]
+            state[f"{i}.past_values"] = cache.values[:, :, :cache.length]
+        return state
+
+    def set_streaming_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a session saved by `get_streaming_state` (its tensors are copied)."""
+        if self._stream is None:
+            raise RuntimeError("set_streaming_state() needs an active `with module.streaming():`")
+        caches = []
+        for i in range(sum(key.endswith(".past_keys") for key in state)):
+            keys, values = state[f"{i}.past_keys"], state[f"{i}.past_values"]
+            cache = KVCache.empty(keys.shape[0], keys.shape[1], keys.shape[2], keys.shape[3], keys)
+            cache.append(keys, values)
+            caches.append(cache)
+        self._stream = _Stream(caches, int(state["offset"]))
+
+    def flush(self, x: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Nothing is buffered here: returns None, or the output for a last chunk `x`."""
+        return None if x is None else self(x)
+
+    def _stream_caches(self, count: int, steps: int, batch: int, heads: int, head_dim: int,
+                       like: torch.Tensor) -> list[KVCache]:
+        """The session's `count` caches, made or grown to take `steps` more."""
+        assert self._stream is not None
+        if not self._stream.caches:
+            self._stream.caches = [KVCache.empty(batch, heads, max(steps, 16), head_dim, like) for _ in range(count)]
+        for cache in self._stream.caches:
+            cache.reserve(steps)
+        return self._stream.caches
+
+
+class StreamingMultiheadAttention(StreamingModule):
     """Multi-head attention with upstream's parameter layout (`in_proj_weight` = [Wq; Wk; Wv]).
 
     Args:
@@ -148,30 +248,70 @@ class StreamingMultiheadAttention(nn.Module):
         dropout: attention dropout (training only).
         bias: biases on the projections.
         causal: causal self-attention.
+        past_context: causal only: a query sees at most this many steps back (None: all).
+        custom, memory_efficient: select kernels upstream; here attention always runs through
+            SDPA, and the weights are always on this module (upstream's `custom=False` keeps them
+            in an `nn.MultiheadAttention` named `mha`: such state dicts load, and `.mha` names this
+            module).
+        attention_as_float32: compute the attention itself in float32 (projections in the weights' dtype).
         cross_attention: queries from `query`, keys/values from the condition.
-        Other upstream arguments (custom, memory_efficient, attention_as_float32, safe_streaming)
-        select kernels upstream; here attention always runs through SDPA, so they are accepted
-        and ignored.
+        qk_layer_norm: LayerNorm on queries and keys before the product.
+        kv_repeat: self-attention keys/values have `num_heads // kv_repeat` heads, each shared by
+            `kv_repeat` query heads.
+        rope, safe_streaming: upstream options; rotary embeddings are not supported.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 causal: bool = False, cross_attention: bool = False, device=None, dtype=None, **_ignored):
+                 causal: bool = False, past_context: int | None = None, custom: bool = False,
+                 memory_efficient: bool = False, attention_as_float32: bool = False, rope=None,
+                 cross_attention: bool = False, safe_streaming: bool = True, qk_layer_norm: bool = False,
+                 kv_repeat: int = 1, device=None, dtype=None, **_ignored):
         super().__init__()
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+            raise ValueAssertionError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if past_context is not None and not causal:
+            raise ValueAssertionError("past_context limits a causal attention: give causal=True")
+        if cross_attention and causal:
+            raise ValueAssertionError("cross-attention cannot be causal: keys come from the condition")
+        if rope is not None:
+            raise NotImplementedError("rotary embeddings are not ported: no supported model uses them")
+        if num_heads % kv_repeat or (kv_repeat > 1 and cross_attention):
+            raise ValueAssertionError(f"kv_repeat={kv_repeat} must divide num_heads={num_heads} "
+                                      "and is for self-attention only")
+        if (kv_repeat > 1 or qk_layer_norm) and not (custom or memory_efficient):
+            raise ValueAssertionError("kv_repeat > 1 and qk_layer_norm need custom=True or memory_efficient=True, "
+                                      "as upstream")
+        if qk_layer_norm and kv_repeat > 1:
+            raise ValueAssertionError("qk_layer_norm does not combine with kv_repeat > 1")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.dropout = dropout
         self.causal = causal
+        self.past_context = past_context
         self.cross_attention = cross_attention
+        self.custom = custom or memory_efficient
+        self.memory_efficient = memory_efficient
+        self.attention_as_float32 = attention_as_float32
+        self.kv_repeat = kv_repeat
+        self.kv_heads = num_heads // kv_repeat
         factory = {"device": device, "dtype": dtype}
-        in_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias, **factory)
+        kv_dim = embed_dim // kv_repeat
+        in_proj = nn.Linear(embed_dim, embed_dim + 2 * kv_dim, bias=bias, **factory)
         self.in_proj_weight = in_proj.weight
         self.in_proj_bias = in_proj.bias
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         if bias:  # zero biases at init, as torch's MultiheadAttention does
             self.in_proj_bias.data.zero_()
             self.out_proj.bias.data.zero_()
+        self.qk_layer_norm = qk_layer_norm
+        if qk_layer_norm:
+            self.q_layer_norm = nn.LayerNorm(embed_dim, **factory)
+            self.k_layer_norm = nn.LayerNorm(embed_dim, **factory)
+
+    @property
+    def mha(self) -> "StreamingMultiheadAttention":
+        """Upstream's `custom=False` submodule holding the weights: here, this module itself."""
+        return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Upstream configs with custom=False keep these weights under an `mha.` submodule.
@@ -183,47 +323,108 @@ class StreamingMultiheadAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, T, C] -> [B, H, T, D]
 
-    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-attention keys and values of a condition [B, L, C] -> 2 x [B, H, L, D]."""
-        w, b = self.in_proj_weight, self.in_proj_bias
-        d = self.embed_dim
-        k = F.linear(source, w[d:2 * d], None if b is None else b[d:2 * d])
-        v = F.linear(source, w[2 * d:], None if b is None else b[2 * d:])
-        return self._heads(k), self._heads(v)
+    def project_kv(self, source: torch.Tensor, value: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of a condition [B, L, C] -> 2 x [B, H, L, D].
 
-    def forward(self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Attend.
-
-        Args:
-            query: [B, T, C].
-            kv: cross-attention only: projected keys/values from `project_kv`.
-            cache: self-attention only: the layer's KV cache during generation.
-            attn_mask: optional additive/boolean mask [T, S] replacing the causal one.
-        Returns:
-            [B, T, C].
+        `value`: a separate source for the values (upstream's `forward(query, key, value)`).
         """
         w, b = self.in_proj_weight, self.in_proj_bias
         d = self.embed_dim
+        k = F.linear(source, w[d:2 * d], None if b is None else b[d:2 * d])
+        v = F.linear(source if value is None else value, w[2 * d:], None if b is None else b[2 * d:])
+        if self.qk_layer_norm:
+            k = self.k_layer_norm(k)
+        return self._heads(k), self._heads(v)
+
+    def _self_qkv(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention q [B, H, T, D] and k, v [B, H / kv_repeat, T, D], from one fused product."""
+        projected = linear(query, self.in_proj_weight, self.in_proj_bias)
+        if self.kv_repeat == 1 and not self.qk_layer_norm:
+            q, k, v = projected.unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+            return q, k, v
+        d, kv_dim = self.embed_dim, self.embed_dim // self.kv_repeat
+        q, k, v = projected.split([d, kv_dim, kv_dim], dim=-1)
+        if self.qk_layer_norm:
+            q, k = self.q_layer_norm(q), self.k_layer_norm(k)
+        return self._heads(q), *(x.unflatten(-1, (self.kv_heads, -1)).transpose(1, 2) for x in (k, v))
+
+    def _mask(self, steps: int, past: int, device: torch.device) -> torch.Tensor:
+        """[steps, past + steps] boolean: query i (at position past + i) may see key j."""
+        delta = torch.arange(past, past + steps, device=device).view(-1, 1) - torch.arange(past + steps, device=device)
+        valid = delta >= 0
+        if self.past_context is not None:
+            valid &= delta <= self.past_context
+        return valid
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
+                key_padding_mask=None, need_weights: bool = False, attn_mask: torch.Tensor | None = None,
+                average_attn_weights: bool = True, is_causal: bool = False, *,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None):
+        """Attend.
+
+        Two call forms. Upstream's, `attn(query, key, value)`, returns upstream's `(output, None)`
+        (self-attention takes key and value equal to query). Ours, `attn(query, kv=..., cache=...)`,
+        returns the output alone: the generation path, with precomputed keys/values.
+
+        Args:
+            query: [B, T, C].
+            key, value: upstream's form: [B, S, C] (the condition, for cross-attention).
+            attn_mask: optional additive/boolean mask [T, S] replacing the causal one.
+            kv: cross-attention only: projected keys/values from `project_kv`.
+            cache: self-attention only: the layer's KV cache during generation.
+        Returns:
+            [B, T, C], or `(that, None)` in upstream's call form.
+        """
+        upstream_form = key is not None
+        if key_padding_mask is not None or need_weights or is_causal:
+            raise ValueAssertionError("key_padding_mask, need_weights and is_causal are not supported "
+                                      "(causality is set in the constructor), as upstream's custom attention")
+        if upstream_form and value is None:
+            raise ValueAssertionError("give key and value together")
+        w, b = self.in_proj_weight, self.in_proj_bias
+        d = self.embed_dim
+        in_dtype = query.dtype
+        if self.attention_as_float32:  # projections in the weights' dtype, attention in float32
+            query = query.to(w.dtype)
         is_causal = False
         if self.cross_attention:
-            q = self._heads(linear(query, w[:d], None if b is None else b[:d]))
+            if upstream_form:
+                kv = self.project_kv(key.to(query.dtype), value.to(query.dtype))
+            if kv is None:
+                raise ValueAssertionError("cross-attention needs the condition's keys and values")
+            q = linear(query, w[:d], None if b is None else b[:d])
+            if self.qk_layer_norm:
+                q = self.q_layer_norm(q)
+            q = self._heads(q)
             k, v = kv
         else:
-            q, k, v = linear(query, w, b).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+            if upstream_form and (key.shape != query.shape or value.shape != query.shape):
+                raise ValueAssertionError("self-attention takes key and value equal to query")
+            q, k, v = self._self_qkv(query)
+            if cache is None and self._stream is not None:
+                cache, = self._stream_caches(1, q.shape[2], q.shape[0], self.kv_heads, q.shape[3], k)
             past = 0
             if cache is not None:
                 past = cache.length
                 k, v = cache.append(k, v)
+            if self.kv_repeat > 1:  # each key/value head serves kv_repeat consecutive query heads
+                k, v = (x.repeat_interleave(self.kv_repeat, dim=1) for x in (k, v))
             steps = q.shape[2]
-            if self.causal and attn_mask is None and steps > 1:
-                if past == 0:
-                    is_causal = True
-                else:  # several new steps after cached ones: causal mask offset by `past`
-                    attn_mask = torch.ones(steps, past + steps, dtype=torch.bool, device=q.device).tril(past)
+            if self.causal and attn_mask is None:
+                if self.past_context is not None and past + steps > self.past_context + 1:
+                    attn_mask = self._mask(steps, past, q.device)
+                elif steps > 1:
+                    if past == 0:
+                        is_causal = True
+                    else:  # several new steps after cached ones: causal mask offset by `past`
+                        attn_mask = self._mask(steps, past, q.device)
+        if self.attention_as_float32:
+            q, k, v = q.float(), k.float(), v.float()
         p = self.dropout if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
-        return linear(x.transpose(1, 2).flatten(2), self.out_proj.weight, self.out_proj.bias)
+        x = linear(x.transpose(1, 2).flatten(2).to(w.dtype), self.out_proj.weight, self.out_proj.bias).to(in_dtype)
+        return (x, None) if upstream_form else x
 
 
 class StreamingTransformerLayer(nn.Module):
@@ -238,12 +439,15 @@ class StreamingTransformerLayer(nn.Module):
                  bias_ff: bool = True, bias_attn: bool = True, causal: bool = False,
                  cross_attention: bool = False, layer_scale: float | None = None,
                  attention_dropout: float | None = None, norm: str = "layer_norm", norm_first: bool = False,
-                 activation: str = "relu", device=None, dtype=None, **attn_kwargs):
+                 activation: str = "relu", past_context: int | None = None, qk_layer_norm: bool = False,
+                 qk_layer_norm_cross: bool = False, kv_repeat: int = 1, device=None, dtype=None, **attn_kwargs):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         attn = {"embed_dim": d_model, "num_heads": num_heads, "bias": bias_attn,
                 "dropout": dropout if attention_dropout is None else attention_dropout, **attn_kwargs}
-        self.self_attn = StreamingMultiheadAttention(causal=causal, **attn, **factory)
+        # As upstream: causality, past context, kv_repeat and qk_layer_norm are the self-attention's.
+        self.self_attn = StreamingMultiheadAttention(causal=causal, past_context=past_context, kv_repeat=kv_repeat,
+                                                     qk_layer_norm=qk_layer_norm, **attn, **factory)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias_ff, **factory)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias_ff, **factory)
         self.dropout = nn.Dropout(dropout)
@@ -258,7 +462,8 @@ class StreamingTransformerLayer(nn.Module):
         self.layer_scale_1, self.layer_scale_2 = scale(), scale()
         self.cross_attention: StreamingMultiheadAttention | None = None
         if cross_attention:
-            self.cross_attention = StreamingMultiheadAttention(cross_attention=True, **attn, **factory)
+            self.cross_attention = StreamingMultiheadAttention(cross_attention=True, qk_layer_norm=qk_layer_norm_cross,
+                                                               **attn, **factory)
             self.norm_cross = nn.LayerNorm(d_model, eps=1e-5, **factory)
             self.layer_scale_cross = scale()
 
@@ -275,7 +480,8 @@ class StreamingTransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: KVCache | None = None, src_mask: torch.Tensor | None = None) -> torch.Tensor:
         if (self.cross_attention is None) != (cross_kv is None):
-            raise ValueError("cross-attention keys/values must be given exactly when the layer has cross-attention")
+            raise ValueAssertionError("cross-attention keys/values must be given exactly when the layer has "
+                                      "cross-attention (cross_attention_src=...)")
         if self.norm_first:
             x = x + self.layer_scale_1(self._sa(self.norm1(x), cache, src_mask))
             if cross_kv is not None:
@@ -294,7 +500,7 @@ def _activation(name: str):
     return table[name]
 
 
-class StreamingTransformer(nn.Module):
+class StreamingTransformer(StreamingModule):
     """A stack of `StreamingTransformerLayer` with sinusoidal positions added to the input.
 
     Args:
@@ -325,6 +531,9 @@ class StreamingTransformer(nn.Module):
 
     def project_cross_kv(self, source: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys/values of the condition for every layer, computed once per generation."""
+        if any(layer.cross_attention is None for layer in self.layers):
+            raise ValueAssertionError("cross_attention_src given to a transformer without cross-attention "
+                                      "(build it with cross_attention=True)")
         return [layer.cross_attention.project_kv(source) for layer in self.layers]
 
     def forward(self, x: torch.Tensor, cross_attention_src: torch.Tensor | None = None,
@@ -344,6 +553,12 @@ class StreamingTransformer(nn.Module):
             [B, T, C].
         """
         B, T, _ = x.shape
+        stream = self._stream if caches is None else None
+        if stream is not None:  # inside `with self.streaming():` this call continues the last one
+            attn = self.layers[0].self_attn
+            caches = self._stream_caches(len(self.layers), T, B, attn.kv_heads, attn.embed_dim // attn.num_heads, x)
+            offset = stream.offset
+            stream.offset += T
         if pos_emb is None:
             pos_emb = self.positional(offset, T, B, x)
         x = x + self.positional_scale * pos_emb

@@ -113,9 +113,11 @@ class ChromaStemConditioner(WaveformConditioner):
         self.device = device
         self.sample_rate = sample_rate
         self.duration = duration
-        self.match_len_on_eval = match_len_on_eval
-        self._use_masking = not match_len_on_eval  # a repeated chroma has no padding to mask
+        self.configured_match_len = match_len_on_eval  # what checkpoints record, whatever `set_match_len` did
+        self.set_match_len(match_len_on_eval)
         self.n_eval_wavs = n_eval_wavs
+        self.radix2_exp = radix2_exp
+        self.extractor_options = dict(kwargs)  # argmax, norm, nfft, winlen, winhop as the config gave them
         self.chroma = ChromaExtractor(sample_rate=sample_rate, n_chroma=n_chroma, radix2_exp=radix2_exp,
                                       **kwargs).to(device)
         # Frames of a training segment: torch.stft's centred framing of max(samples, nfft).
@@ -123,6 +125,11 @@ class ChromaStemConditioner(WaveformConditioner):
         self.chroma_len = 1 + (max(int(sample_rate * duration), nfft) + 2 * (nfft // 2) - nfft) // self.chroma.winhop
         self.stems = "demucs"  # or "full_mix"; see `using_stems`
         self.__dict__["demucs"] = None  # loaded on first use; kept out of the state dict
+
+    def set_match_len(self, match_len: bool) -> None:
+        """Loop or cut every chroma to `chroma_len` frames, unmasked (True), or keep its length, masked (False)."""
+        self.match_len_on_eval = match_len
+        self._use_masking = not match_len  # a looped chroma has no padding to mask
 
     @contextlib.contextmanager
     def using_stems(self, stems: str | None) -> Iterator[None]:
@@ -138,32 +145,49 @@ class ChromaStemConditioner(WaveformConditioner):
         finally:
             self.stems = saved
 
+    def options(self) -> dict[str, Any]:
+        # Upstream's keys; `duration` is not one (its builder passes dataset.segment_duration).
+        return {"sample_rate": self.sample_rate, "n_chroma": self.chroma.n_chroma, "radix2_exp": self.radix2_exp,
+                **self.extractor_options, "match_len_on_eval": self.configured_match_len, "eval_wavs": None,
+                "n_eval_wavs": self.n_eval_wavs, "cache_path": None}
+
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        self.output_proj.to(dtype)  # the chroma itself stays float32 (as upstream's autocast keeps it)
+
+    def describe(self) -> dict[str, str]:
+        info = super().describe()
+        stems = "full mix" if self.stems == "full_mix" else f"demucs {DEMUCS_MODEL} (vocals + other)"
+        info["summary"] = (f"chroma, {self.chroma.n_chroma} classes, STFT {self.chroma.winlen} at "
+                           f"{self.sample_rate} Hz{', one-hot' if self.chroma.argmax else ''}; stems: {stems}")
+        return info
+
     def tokenize(self, x: WavCondition) -> WavCondition:
         return WavCondition(x.wav.to(self.device), x.length.to(self.device), x.sample_rate, x.path, x.seek_time)
 
-    def forward(self, x: WavCondition) -> ConditionType:
+    def encode(self, x: WavCondition) -> ConditionType:
+        """Chroma [B, frames, n_chroma] and its mask (all ones with `match_len_on_eval`, as upstream)."""
         with torch.no_grad():
             chroma = self._get_wav_embedding(x)
-        embeds = self.output_proj(chroma.to(self.output_proj.weight))
         if self._use_masking:
             frames = x.length / self.chroma.winhop  # a frame counts while its start is inside the clip
-            mask = (torch.arange(embeds.shape[1], device=embeds.device)[None, :] < frames[:, None]).int()
+            mask = (torch.arange(chroma.shape[1], device=chroma.device)[None, :] < frames[:, None]).int()
         else:
-            mask = torch.ones_like(embeds[..., 0])
-        return embeds * mask.unsqueeze(-1), mask
+            mask = torch.ones_like(chroma[..., 0])
+        return chroma, mask
 
     def _get_wav_embedding(self, x: WavCondition) -> torch.Tensor:
         """Chroma [B, frames, n_chroma] of the batch (of its stems, unless `stems='full_mix'`)."""
         autocast = (torch.autocast(torch.device(self.device).type, enabled=False)
                     if torch.device(self.device).type != "cpu" else contextlib.nullcontext())
-        with autocast:  # chroma in float32, as upstream
+        self.chroma.float()  # (a no-op unless the LM was cast: the chroma is computed in float32, as upstream)
+        with autocast:
             if x.wav.shape[-1] == 1:  # a batch of null conditions: nothing to separate
-                chroma = self.chroma(x.wav)
+                chroma = self.chroma(x.wav.float())
             else:
                 rates = set(x.sample_rate)
                 if len(rates) != 1:
                     raise ValueError(f"all melodies of a batch must share one sample rate, got {sorted(rates)}")
-                chroma = self.chroma(self._melody_wav(x.wav, rates.pop()))
+                chroma = self.chroma(self._melody_wav(x.wav.float(), rates.pop()))
         if self.match_len_on_eval:
             frames = chroma.shape[1]
             if frames < self.chroma_len:  # a short melody loops

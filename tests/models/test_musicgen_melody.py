@@ -1,0 +1,239 @@
+"""MusicGen-melody (mono and stereo) against upstream audiocraft 1.3.0 on the same tiny weights.
+
+Models are built by upstream's own builders from its melody config (`conditioner/chroma2music.yaml`
+of `solver/musicgen/musicgen_melody_32khz.yaml`) made small, and saved in its export format.
+Both sides take the chroma of the full mix: ours by its explicit option (`melody_stems='full_mix'`),
+upstream through a demucs stand-in whose separation returns the mix as the 'vocals' stem (and
+silence for the others), so that upstream's vocals + other sum is the mix itself, bit for bit.
+"""
+import copy
+import sys
+import types
+
+import pytest
+import torch
+
+from audiocraft_patched.models import MusicGen
+from audiocraft_patched.models.builders import get_compression_model, get_lm_model
+from audiocraft_patched.modules.conditioners import ConditioningAttributes, WavCondition
+from audiocraft_patched.utils.tiny import randomize_weights, save_export, tiny_encodec_config, tiny_musicgen_config
+
+pytestmark = pytest.mark.upstream
+
+SR = 32000
+TEXTS = ["calm piano with soft drums", "fast techno beat at 120 bpm, synth and bass", None]
+
+
+def melody_config(stereo: bool, match_len_on_eval: bool = False) -> tuple[dict, dict]:
+    """(LM config, codec config): musicgen_melody_32khz's conditioning, tiny sizes."""
+    cfg = tiny_musicgen_config("t5-base", sample_rate=SR, stereo=stereo, segment_duration=18.5)
+    # As upstream's conditioner/chroma2music.yaml (radix2_exp 14: 16384-sample windows at 32 kHz).
+    cfg["classifier_free_guidance"] = {"training_dropout": 0.2, "inference_coef": 3.0}
+    cfg["attribute_dropout"] = {"args": {"active_on_eval": False}, "text": {}, "wav": {"self_wav": 0.5}}
+    cfg["fuser"].update(prepend=["self_wav", "description"], cross=[])
+    cfg["conditioners"] = {
+        "self_wav": {"model": "chroma_stem", "chroma_stem": {
+            "sample_rate": SR, "n_chroma": 12, "radix2_exp": 14, "argmax": True,
+            "match_len_on_eval": match_len_on_eval, "eval_wavs": None, "n_eval_wavs": 100, "cache_path": None}},
+        "description": {"model": "t5", "t5": {"name": "t5-base", "finetune": False, "word_dropout": 0.2,
+                                              "normalize_text": False}},
+    }
+    codec = tiny_encodec_config(SR, 1, n_q=4, card=cfg["transformer_lm"]["card"], ratios=(8, 5, 4, 8))
+    return cfg, codec
+
+
+def _identity_demucs() -> dict[str, types.ModuleType]:
+    """A demucs whose 'separation' puts the whole mix in the vocals stem (the full-mix path, for upstream)."""
+
+    class Separator(torch.nn.Module):
+        sources = ["drums", "bass", "other", "vocals"]
+        samplerate = SR
+        audio_channels = 1
+
+    def apply_model(model, wav, device=None, **kwargs):
+        silence = torch.zeros_like(wav)
+        return torch.stack([silence, silence, silence, wav], dim=1)  # [B, sources, C, T]
+
+    def convert_audio(wav, from_rate, to_rate, channels):
+        if from_rate != to_rate:
+            raise RuntimeError("the demucs stand-in does not resample")
+        return wav.mean(-2, keepdim=True).expand(*wav.shape[:-2], channels, wav.shape[-1])
+
+    modules = {name: types.ModuleType(name) for name in ("demucs", "demucs.pretrained", "demucs.apply",
+                                                         "demucs.audio")}
+    modules["demucs.pretrained"].get_model = lambda name, repo=None: Separator()
+    modules["demucs.apply"].apply_model = apply_model
+    modules["demucs.audio"].convert_audio = convert_audio
+    for name in ("pretrained", "apply", "audio"):
+        setattr(modules["demucs"], name, modules[f"demucs.{name}"])
+    return modules
+
+
+@pytest.fixture(scope="module")
+def upstream_demucs():
+    """Put the identity demucs in sys.modules for upstream, for this module's tests only."""
+    saved = {name: sys.modules.get(name) for name in ("demucs", "demucs.pretrained", "demucs.apply", "demucs.audio")}
+    sys.modules.update(_identity_demucs())
+    yield
+    for name, module in saved.items():
+        if module is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = module
+
+
+def build_upstream_export(folder, stereo: bool, match_len_on_eval: bool = False, seed: int = 0):
+    from omegaconf import OmegaConf
+    from audiocraft.models import builders
+
+    lm_cfg, codec_cfg = melody_config(stereo, match_len_on_eval)
+    torch.manual_seed(seed)
+    lm = builders.get_lm_model(OmegaConf.create(copy.deepcopy(lm_cfg)))
+    codec = builders.get_compression_model(OmegaConf.create(copy.deepcopy(codec_cfg)))
+    randomize_weights(lm, codec, seed)
+    save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
+    save_export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
+    return folder
+
+
+def load_pair(folder):
+    from audiocraft.models import MusicGen as UpstreamMusicGen
+
+    return UpstreamMusicGen.get_pretrained(str(folder), device="cpu"), MusicGen.get_pretrained(str(folder), "cpu")
+
+
+@pytest.fixture(scope="module", params=["mono", "stereo"])
+def pair(request, upstream_demucs, tiny_t5_dir, tmp_path_factory):
+    """(upstream, ours) loaded from the same upstream-built melody export."""
+    stereo = request.param == "stereo"
+    return load_pair(build_upstream_export(tmp_path_factory.mktemp(request.param), stereo))
+
+
+def melodies(channels: int = 1, seconds: float = 1.5) -> torch.Tensor:
+    """Two melodies [2, C, T] at 32 kHz: note sequences over a low drone, and noise."""
+    t = torch.arange(int(seconds * SR)) / SR
+    notes = torch.tensor([261.63, 329.63, 392.0, 523.25])[(t * 4).long() % 4]
+    tune = torch.sin(2 * torch.pi * torch.cumsum(notes, 0) / SR) + 0.5 * torch.sin(2 * torch.pi * 55 * t)
+    noise = 0.3 * torch.randn(t.shape, generator=torch.Generator().manual_seed(4))
+    return torch.stack([tune, noise])[:, None].expand(2, channels, t.numel()).contiguous()
+
+
+def melody_attributes(rows, upstream: bool = False):
+    """One ConditioningAttributes per (text, melody [C, T] or None), built as upstream's MusicGen builds them."""
+    if upstream:
+        from audiocraft.modules.conditioners import ConditioningAttributes as attr_cls, WavCondition as wav_cls
+    else:
+        attr_cls, wav_cls = ConditioningAttributes, WavCondition
+    out = []
+    for text, melody in rows:
+        cond = (wav_cls(torch.zeros(1, 1, 1), torch.tensor([0]), [SR], [None]) if melody is None
+                else wav_cls(melody[None], torch.tensor([melody.shape[-1]]), [SR], [None]))
+        out.append(attr_cls(text={"description": text}, wav={"self_wav": cond}))
+    return out
+
+
+def provider_outputs(up_prov, our_prov, rows):
+    expected = up_prov(up_prov.tokenize(melody_attributes(rows, upstream=True)))
+    with our_prov.conditioners["self_wav"].using_stems("full_mix"):
+        got = our_prov(our_prov.tokenize(melody_attributes(rows)))
+    assert list(got) == list(expected) == ["description", "self_wav"]  # the prepend order
+    torch.testing.assert_close(got["description"][0], expected["description"][0], atol=1e-6, rtol=0)
+    assert torch.equal(got["self_wav"][0], expected["self_wav"][0])
+    assert torch.equal(got["self_wav"][1], expected["self_wav"][1])
+    return got["self_wav"]
+
+
+def test_conditioner_outputs(pair):
+    """As loaded by get_pretrained: chromas looped to the training segment (145 frames for 18.5 s), no mask."""
+    up, ours = pair
+    wav = melodies()
+    chroma, mask = provider_outputs(up.lm.condition_provider, ours.lm.condition_provider,
+                                    [(TEXTS[0], wav[0]), (TEXTS[1], wav[1, :, :20000]), (None, None)])
+    assert chroma.shape == (3, 145, ours.lm.dim) and mask.all()
+    assert ours.lm.condition_provider.conditioners["self_wav"].chroma_len == 145
+
+
+def test_conditioner_masking_as_configured(upstream_demucs, tiny_t5_dir):
+    """As built from the config (match_len_on_eval: false): chroma of the clip's length, padding masked."""
+    from omegaconf import OmegaConf
+    from audiocraft.models import builders
+
+    cfg, _ = melody_config(stereo=False)
+    torch.manual_seed(0)
+    up = builders.get_lm_model(OmegaConf.create(copy.deepcopy(cfg))).eval()
+    ours = get_lm_model(copy.deepcopy(cfg)).eval()
+    ours.load_state_dict(up.state_dict())
+    wav = melodies()
+    chroma, mask = provider_outputs(up.condition_provider, ours.condition_provider,
+                                    [(TEXTS[0], wav[0]), (TEXTS[1], wav[1, :, :20000]), (None, None)])
+    assert chroma.shape[1] == 1 + wav.shape[-1] // 4096
+    assert mask.sum(1).tolist() == [chroma.shape[1], 5, 0]  # 20000 samples: frames starting before 20000
+
+
+@pytest.mark.parametrize("params", [dict(use_sampling=False), dict(use_sampling=True, top_k=10),
+                                    dict(use_sampling=True, top_k=0, top_p=0.8, temperature=0.7)],
+                         ids=["greedy", "top_k", "top_p"])
+def test_generate_with_chroma_same_tokens_and_audio(pair, params):
+    up, ours = pair
+    for model in (up, ours):
+        model.set_generation_params(duration=0.5, **params)
+    wav = melodies(channels=ours.audio_channels)
+    melody_list = [wav[0], None, wav[1]]
+    torch.manual_seed(7)
+    up_wav, up_tokens = up.generate_with_chroma(TEXTS, melody_list, SR, return_tokens=True)
+    torch.manual_seed(7)
+    got_wav, tokens = ours.generate_with_chroma(TEXTS, melody_list, SR, return_tokens=True, melody_stems="full_mix")
+    assert tokens.shape == (3, ours.lm.num_codebooks, int(0.5 * ours.frame_rate))
+    assert torch.equal(tokens, up_tokens)
+    torch.testing.assert_close(got_wav, up_wav, atol=1e-5, rtol=0)
+
+
+def test_melody_changes_the_output(pair):
+    _, ours = pair
+    ours.set_generation_params(duration=0.5, use_sampling=False)
+    wav = melodies(channels=ours.audio_channels)
+    _, with_melody = ours.generate_with_chroma(TEXTS[:2], wav, SR, return_tokens=True, melody_stems="full_mix")
+    _, without = ours.generate(TEXTS[:2], return_tokens=True)
+    assert not torch.equal(with_melody, without)
+
+
+def test_generate_without_melody_and_other_rates(pair):
+    """generate() on a melody model (a null melody per row, as upstream), and a melody at 16 kHz."""
+    up, ours = pair
+    for model in (up, ours):
+        model.set_generation_params(duration=0.5, top_k=10)
+    torch.manual_seed(3)
+    _, up_tokens = up.generate(TEXTS[:2], return_tokens=True)
+    torch.manual_seed(3)
+    _, tokens = ours.generate(TEXTS[:2], return_tokens=True)
+    assert torch.equal(tokens, up_tokens)
+    wav16 = melodies()[:, :, ::2].contiguous()  # resampled on both sides by their convert_audio
+    torch.manual_seed(4)
+    _, up_tokens = up.generate_with_chroma(TEXTS[:2], wav16, 16000, return_tokens=True)
+    torch.manual_seed(4)
+    _, tokens = ours.generate_with_chroma(TEXTS[:2], wav16, 16000, return_tokens=True, melody_stems="full_mix")
+    assert torch.equal(tokens, up_tokens)
+
+
+@pytest.mark.parametrize("stereo", [False, True], ids=["mono", "stereo"])
+def test_our_export_loads_in_upstream(stereo, upstream_demucs, tiny_t5_dir, tmp_path):
+    """A melody model built by our builders and saved by us generates the same in upstream."""
+    from audiocraft.models import MusicGen as UpstreamMusicGen
+
+    lm_cfg, codec_cfg = melody_config(stereo)
+    torch.manual_seed(2)
+    lm, codec = get_lm_model(copy.deepcopy(lm_cfg)), get_compression_model(copy.deepcopy(codec_cfg))
+    randomize_weights(lm, codec, 2)
+    save_export(tmp_path / "state_dict.bin", lm.state_dict(), lm_cfg)
+    save_export(tmp_path / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
+    up = UpstreamMusicGen.get_pretrained(str(tmp_path), device="cpu")
+    ours = MusicGen.get_pretrained(str(tmp_path), device="cpu")
+    for model in (up, ours):
+        model.set_generation_params(duration=0.5, top_k=10)
+    wav = melodies(channels=2 if stereo else 1)
+    torch.manual_seed(5)
+    up_wav, up_tokens = up.generate_with_chroma(TEXTS[:2], wav, SR, return_tokens=True)
+    torch.manual_seed(5)
+    got_wav, tokens = ours.generate_with_chroma(TEXTS[:2], wav, SR, return_tokens=True, melody_stems="full_mix")
+    assert torch.equal(tokens, up_tokens)
+    torch.testing.assert_close(got_wav, up_wav, atol=1e-5, rtol=0)

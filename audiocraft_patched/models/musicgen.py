@@ -22,6 +22,7 @@ from ..data.audio_utils import convert_audio
 from ..modules.conditioners import ConditioningAttributes
 from ..modules.conditioners.audio_embed import as_audio_prompt_list, read_audio_prompt
 from ..modules.conditioners.vision import as_image_list
+from ..modules.errors import ValueAssertionError
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
 from .encodec import CompressionModel
 from .lm import LMModel
@@ -223,7 +224,7 @@ class MusicGen:
             descriptions = [None] * len(prompt)
         descriptions = self._check_descriptions(descriptions)
         if len(descriptions) != len(prompt):
-            raise ValueError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
+            raise ValueAssertionError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
         return self._generate(self._text_attributes(descriptions), prompt, progress, return_tokens)
 
     @staticmethod

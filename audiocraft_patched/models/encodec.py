@@ -3,8 +3,9 @@
 Mirrors `audiocraft/models/encodec.py` (CompressionModel, EncodecModel,
 InterleaveStereoCompressionModel) and the compression part of `audiocraft/models/builders.py`
 (`get_compression_model`, `get_wrapped_compression_model`, `get_debug_compression_model`) of
-audiocraft 1.3.0. Inference only: upstream's `forward` (the training round trip with losses),
-the DAC and Hugging Face wrappers and `get_pretrained` are not ported.
+audiocraft 1.3.0, with `EncodecModel.forward`, the training round trip (encode, quantize with
+the quantizer's training forward, decode; returns a `QuantizedResult`). The DAC and Hugging
+Face wrappers and `get_pretrained` are not ported.
 
 The builders read plain dicts (an upstream `xp.cfg` resolved with
 `OmegaConf.to_container(..., resolve=True)`), not OmegaConf objects.
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from ..modules.seanet import SEANetDecoder, SEANetEncoder
-from ..quantization import BaseQuantizer, DummyQuantizer, ResidualVectorQuantizer
+from ..modules.errors import ValueAssertionError
+from ..quantization import BaseQuantizer, DummyQuantizer, QuantizedResult, ResidualVectorQuantizer
 
 
 class CompressionModel(ABC, nn.Module):
@@ -173,6 +175,23 @@ class EncodecModel(CompressionModel):
 
     def decode_latent(self, codes: torch.Tensor) -> torch.Tensor:
         return self.quantizer.decode(codes)
+
+    def forward(self, x: torch.Tensor) -> QuantizedResult:
+        """Training round trip: audio [B, C, S] -> `QuantizedResult` whose `x` is the decoded audio.
+
+        The quantizer runs its training forward (straight-through gradients, commitment loss in
+        `penalty`, `bandwidth` in kb/s); the output is cut to S samples and rescaled back when
+        renormalizing.
+        """
+        if x.dim() != 3:
+            raise ValueAssertionError(f"expected audio [B, C, S], got {tuple(x.shape)}")
+        length = x.shape[-1]
+        x, scale = self.preprocess(x)
+        result = self.quantizer(self.encoder(x), self.frame_rate)
+        out = self.decoder(result.x)
+        # The decoder gives whole frames: drop what the encoder's padding added.
+        result.x = self.postprocess(out[..., :length], scale)
+        return result
 
 
 class InterleaveStereoCompressionModel(CompressionModel):

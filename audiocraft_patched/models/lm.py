@@ -71,11 +71,33 @@ def multinomial(probs: torch.Tensor) -> torch.Tensor:
     return flat.reshape(*probs.shape[:-1], 1)
 
 
-def sample_next_token(logits: torch.Tensor, use_sampling: bool, temp: float, top_k: int, top_p: float) -> torch.Tensor:
-    """logits [B, K, card] -> tokens [B, K, 1]: greedy, or softmax(logits / temp) with top-p / top-k."""
+def check_finite(values: torch.Tensor, what: str, step: int | None) -> None:
+    """Refuse NaN/inf in [B, K, card] logits or probabilities, naming the step and the first bad row.
+
+    Without it, sampling dies in a torch assert ("probability tensor contains either inf, nan...",
+    a device-side assert on CUDA) and greedy decoding silently picks token 0. One reduction per
+    step; the rows are only looked for once it has failed.
+    """
+    if bool(torch.isfinite(values).all()):
+        return
+    b, k = (int(i) for i in (~torch.isfinite(values)).any(-1).nonzero()[0])
+    at = "" if step is None else f"at sequence step {step}, "
+    raise FloatingPointError(f"{at}the {what} of sample {b}, codebook {k} are NaN or infinite: the model's weights, "
+                             "cfg_coef or temperature overflow (or a float16 run does); check the checkpoint with "
+                             "`inspect`, lower cfg_coef, raise temperature, or use float32")
+
+
+def sample_next_token(logits: torch.Tensor, use_sampling: bool, temp: float, top_k: int, top_p: float,
+                      step: int | None = None) -> torch.Tensor:
+    """logits [B, K, card] -> tokens [B, K, 1]: greedy, or softmax(logits / temp) with top-p / top-k.
+
+    Non-finite values raise a FloatingPointError naming `step` (see `check_finite`).
+    """
     if not use_sampling or temp <= 0:
+        check_finite(logits, "logits", step)
         return torch.argmax(logits, dim=-1, keepdim=True)
     probs = torch.softmax(logits / temp, dim=-1)
+    check_finite(probs, f"probabilities (softmax of logits / temperature {temp:g})", step)
     if top_p > 0:
         return sample_top_p(probs, top_p)
     if top_k > 0:
@@ -325,7 +347,7 @@ class LMModel(nn.Module):
                                    cfg_coef)
             else:
                 logits = self._step(streams[0], current, steps)
-            token = sample_next_token(logits, use_sampling, temp, top_k, top_p)  # [B, K, 1]
+            token = sample_next_token(logits, use_sampling, temp, top_k, top_p, step=offset)  # [B, K, 1]
             token[~mask[:, offset:offset + 1].expand(B, -1, -1)] = self.special_token_id
             column = sequence[..., offset:offset + 1]
             sequence[..., offset:offset + 1] = torch.where(column == unknown, token, column)  # keep prompt codes

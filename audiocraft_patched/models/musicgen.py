@@ -25,6 +25,7 @@ from ..modules.conditioners.vision import as_image_list
 from ..modules.errors import ValueAssertionError
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
 from .encodec import CompressionModel
+from .generation_params import check_generation_dict, check_generation_params, check_texts
 from .lm import LMModel
 from .loaders import load_compression_model, load_lm_model
 
@@ -154,13 +155,10 @@ class MusicGen:
             two_step_cfg: run the unconditional batch separately.
             extend_stride: seconds to advance between windows when `duration > max_duration`.
         """
-        if duration <= 0:
-            raise ValueError(f"duration must be > 0 seconds, got {duration}")
-        if duration > self.max_duration and not 0 < extend_stride < self.max_duration:
-            raise ValueError(f"generating {duration} s needs windows of max_duration={self.max_duration} s "
-                             f"advancing by extend_stride in (0, {self.max_duration}); got {extend_stride}")
-        if top_k < 0 or not 0 <= top_p <= 1 or temperature < 0:
-            raise ValueError(f"need top_k >= 0, 0 <= top_p <= 1, temperature >= 0; got {top_k}, {top_p}, {temperature}")
+        check_generation_params(use_sampling=use_sampling, top_k=top_k, top_p=top_p, temperature=temperature,
+                                cfg_coef=cfg_coef, two_step_cfg=two_step_cfg, duration=duration,
+                                extend_stride=extend_stride, frame_rate=self.frame_rate,
+                                max_duration=self.max_duration)
         self.extend_stride = extend_stride
         self.duration = duration
         self.generation_params = {"use_sampling": use_sampling, "temp": temperature, "top_k": top_k,
@@ -229,15 +227,7 @@ class MusicGen:
 
     @staticmethod
     def _check_descriptions(descriptions) -> list[str | None]:
-        if isinstance(descriptions, str):
-            raise TypeError("descriptions must be a list of strings, not one string: wrap it as [text]")
-        descriptions = list(descriptions)
-        if not descriptions:
-            raise ValueError("descriptions is empty: give at least one text (or None for an unconditional sample)")
-        bad = {type(d).__name__ for d in descriptions if d is not None and not isinstance(d, str)}
-        if bad:
-            raise TypeError(f"descriptions must be str or None, got {sorted(bad)}")
-        return descriptions
+        return check_texts(descriptions)  # not a str/bytes/dict, str or None items, valid Unicode
 
     def _only_conditioner(self, kind: str, argument: str) -> str:
         """The attribute of the model's one conditioner of `kind` ('image' or 'wav')."""
@@ -321,6 +311,9 @@ class MusicGen:
     def _generate_tokens(self, attributes: list[ConditioningAttributes], prompt_tokens: torch.Tensor | None,
                          progress: bool = False) -> torch.Tensor:
         """Codes [B, K, duration * frame_rate], in windows of max_duration when longer."""
+        # generation_params is a public dict: check what will be used, not only what was set.
+        check_generation_dict(self.generation_params, duration=self.duration, extend_stride=self.extend_stride,
+                              frame_rate=self.frame_rate, max_duration=self.max_duration)
         total_len = int(self.duration * self.frame_rate)
         max_prompt_len = int(min(self.duration, self.max_duration) * self.frame_rate)
         if prompt_tokens is not None and prompt_tokens.shape[-1] > max_prompt_len:

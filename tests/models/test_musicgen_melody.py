@@ -7,6 +7,7 @@ upstream through a demucs stand-in whose separation returns the mix as the 'voca
 silence for the others), so that upstream's vocals + other sum is the mix itself, bit for bit.
 """
 import copy
+import importlib.machinery
 import sys
 import types
 
@@ -17,8 +18,6 @@ from audiocraft_patched.models import MusicGen
 from audiocraft_patched.models.builders import get_compression_model, get_lm_model
 from audiocraft_patched.modules.conditioners import ConditioningAttributes, WavCondition
 from audiocraft_patched.utils.tiny import randomize_weights, save_export, tiny_encodec_config, tiny_musicgen_config
-
-pytestmark = pytest.mark.upstream
 
 SR = 32000
 TEXTS = ["calm piano with soft drums", "fast techno beat at 120 bpm, synth and bass", None]
@@ -143,6 +142,7 @@ def provider_outputs(up_prov, our_prov, rows):
     return got["self_wav"]
 
 
+@pytest.mark.upstream
 def test_conditioner_outputs(pair):
     """As loaded by get_pretrained: chromas looped to the training segment (145 frames for 18.5 s), no mask."""
     up, ours = pair
@@ -153,6 +153,7 @@ def test_conditioner_outputs(pair):
     assert ours.lm.condition_provider.conditioners["self_wav"].chroma_len == 145
 
 
+@pytest.mark.upstream
 def test_conditioner_masking_as_configured(upstream_demucs, tiny_t5_dir):
     """As built from the config (match_len_on_eval: false): chroma of the clip's length, padding masked."""
     from omegaconf import OmegaConf
@@ -170,6 +171,7 @@ def test_conditioner_masking_as_configured(upstream_demucs, tiny_t5_dir):
     assert mask.sum(1).tolist() == [chroma.shape[1], 5, 0]  # 20000 samples: frames starting before 20000
 
 
+@pytest.mark.upstream
 @pytest.mark.parametrize("params", [dict(use_sampling=False), dict(use_sampling=True, top_k=10),
                                     dict(use_sampling=True, top_k=0, top_p=0.8, temperature=0.7)],
                          ids=["greedy", "top_k", "top_p"])
@@ -188,6 +190,7 @@ def test_generate_with_chroma_same_tokens_and_audio(pair, params):
     torch.testing.assert_close(got_wav, up_wav, atol=1e-5, rtol=0)
 
 
+@pytest.mark.upstream
 def test_melody_changes_the_output(pair):
     _, ours = pair
     ours.set_generation_params(duration=0.5, use_sampling=False)
@@ -197,6 +200,7 @@ def test_melody_changes_the_output(pair):
     assert not torch.equal(with_melody, without)
 
 
+@pytest.mark.upstream
 def test_generate_without_melody_and_other_rates(pair):
     """generate() on a melody model (a null melody per row, as upstream), and a melody at 16 kHz."""
     up, ours = pair
@@ -215,6 +219,7 @@ def test_generate_without_melody_and_other_rates(pair):
     assert torch.equal(tokens, up_tokens)
 
 
+@pytest.mark.upstream
 @pytest.mark.parametrize("stereo", [False, True], ids=["mono", "stereo"])
 def test_our_export_loads_in_upstream(stereo, upstream_demucs, tiny_t5_dir, tmp_path):
     """A melody model built by our builders and saved by us generates the same in upstream."""
@@ -237,3 +242,144 @@ def test_our_export_loads_in_upstream(stereo, upstream_demucs, tiny_t5_dir, tmp_
     got_wav, tokens = ours.generate_with_chroma(TEXTS[:2], wav, SR, return_tokens=True, melody_stems="full_mix")
     assert torch.equal(tokens, up_tokens)
     torch.testing.assert_close(got_wav, up_wav, atol=1e-5, rtol=0)
+
+
+# Without upstream: stem separation (demucs present or not), the explicit full-mix option, errors.
+
+@pytest.fixture(scope="module")
+def our_melody_dir(tiny_t5_dir, tmp_path_factory):
+    """A mono melody MusicGen export built by our builders (no upstream needed)."""
+    folder = tmp_path_factory.mktemp("our-melody")
+    lm_cfg, codec_cfg = melody_config(stereo=False)
+    torch.manual_seed(3)
+    lm, codec = get_lm_model(copy.deepcopy(lm_cfg)), get_compression_model(copy.deepcopy(codec_cfg))
+    randomize_weights(lm, codec, 3)
+    save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
+    save_export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def our_melody(our_melody_dir):
+    model = MusicGen.get_pretrained(str(our_melody_dir), device="cpu")
+    model.set_generation_params(duration=0.3, use_sampling=False)
+    return model
+
+
+def test_missing_demucs_is_an_error_naming_the_full_mix_option(our_melody, monkeypatch):
+    from audiocraft_patched.modules.conditioners.chroma import StemSeparationUnavailable
+
+    monkeypatch.setitem(sys.modules, "demucs", None)  # as if not installed
+    with pytest.raises(StemSeparationUnavailable, match="not installed") as info:
+        our_melody.generate_with_chroma(TEXTS[:2], melodies(), SR)
+    assert "melody_stems='full_mix'" in str(info.value) and "--melody-full-mix" in str(info.value)
+    assert "approximation" in str(info.value)
+    wav = our_melody.generate_with_chroma(TEXTS[:2], melodies(), SR, melody_stems="full_mix")
+    assert wav.shape == (2, 1, int(0.3 * our_melody.frame_rate) * 1280)  # 1280: the tiny codec's hop
+    assert our_melody.lm.condition_provider.conditioners["self_wav"].stems == "demucs"  # the option was per call
+    our_melody.generate(TEXTS[:2])  # no melody: nothing to separate, demucs is not needed
+
+
+def fake_demucs(monkeypatch, tmp_path, stems_of):
+    """Install a demucs package whose htdemucs listing and torch hub cache live under tmp_path."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "htdemucs.yaml").write_text("models: ['955717e8']\n")
+    (remote / "files.txt").write_text("# Hybrid Transformer models\nroot: hybrid_transformer/\n955717e8-8726e21a.th\n")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    calls = []
+
+    class Separator(torch.nn.Module):
+        sources = ["drums", "bass", "other", "vocals"]
+        samplerate = 44100
+        audio_channels = 2
+
+    def apply_model(model, wav, device=None, **kwargs):
+        calls.append(tuple(wav.shape))
+        return stems_of(wav)
+
+    modules = {name: types.ModuleType(name) for name in ("demucs", "demucs.pretrained", "demucs.apply")}
+    modules["demucs"].__spec__ = importlib.machinery.ModuleSpec("demucs", loader=None)
+    modules["demucs.pretrained"].REMOTE_ROOT = remote
+    modules["demucs.pretrained"].get_model = lambda name, repo=None: Separator()
+    modules["demucs.apply"].apply_model = apply_model
+    modules["demucs"].pretrained, modules["demucs"].apply = modules["demucs.pretrained"], modules["demucs.apply"]
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return tmp_path / "hub" / "checkpoints" / "955717e8-8726e21a.th", calls
+
+
+def test_demucs_from_the_local_cache_keeps_vocals_and_other(monkeypatch, tmp_path):
+    from audiocraft_patched.modules.conditioners.chroma import ChromaStemConditioner, StemSeparationUnavailable
+
+    def tone(freq, n):
+        return torch.sin(2 * torch.pi * freq * torch.arange(n) / 44100)
+
+    def stems_of(wav):  # [B, 2, T] at 44.1 kHz -> loud C drums and bass, an A in 'other', silent vocals
+        n = wav.shape[-1]
+        parts = [3 * tone(261.63, n), 3 * tone(65.41, n), tone(440.0, n), torch.zeros(n)]
+        return torch.stack(parts)[None, :, None].expand(wav.shape[0], 4, 2, n)
+
+    weights, calls = fake_demucs(monkeypatch, tmp_path, stems_of)
+    conditioner = ChromaStemConditioner(output_dim=8, sample_rate=SR, n_chroma=12, radix2_exp=12, duration=2.0,
+                                        match_len_on_eval=False, argmax=True)
+    mix = WavCondition(melodies()[:1], torch.tensor([int(1.5 * SR)]), [SR], [None])
+    with pytest.raises(StemSeparationUnavailable, match="not in the local cache") as info:
+        conditioner.encode(mix)
+    assert str(weights) in str(info.value) and "melody_stems='full_mix'" in str(info.value)
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")  # present: demucs itself would load it from there
+    chroma, mask = conditioner.encode(mix)
+    assert calls == [(1, 2, int(1.5 * 44100))]  # resampled to demucs' rate and channels
+    assert chroma.shape == (1, 1 + int(1.5 * SR) // 1024, 12) and mask.all()
+    assert (chroma[0, 2:-2].argmax(-1) == 9).all()  # only the A of 'other' + 'vocals' is left
+    with conditioner.using_stems("full_mix"):
+        full, _ = conditioner.encode(mix)
+    assert not (full[0, 2:-2].argmax(-1) == 9).all()
+
+
+def test_melody_input_errors(our_melody, tiny_musicgen_dir):
+    with pytest.raises(ValueError, match="not a melody model"):
+        MusicGen.get_pretrained(str(tiny_musicgen_dir), "cpu").generate_with_chroma(["x"], melodies()[0], SR)
+    with pytest.raises(ValueError, match=r"must be \[B, C, T\]"):
+        our_melody.generate_with_chroma(["x"], torch.zeros(100), SR, melody_stems="full_mix")
+    with pytest.raises(ValueError, match="2 descriptions for 1 melodies"):
+        our_melody.generate_with_chroma(TEXTS[:2], melodies()[0], SR, melody_stems="full_mix")
+    with pytest.raises(ValueError, match="melody 0 must be a non-empty tensor"):
+        our_melody.generate_with_chroma(["x"], [torch.zeros(1, 0)], SR, melody_stems="full_mix")
+    with pytest.raises(ValueError, match="melody stems must be one of"):
+        our_melody.generate_with_chroma(["x"], melodies()[0], SR, melody_stems="vocals")
+
+
+def test_config_round_trip(our_melody):
+    from audiocraft_patched.modules.conditioners import build_conditioner
+
+    conditioner = our_melody.lm.condition_provider.conditioners["self_wav"]
+    config = conditioner.config()
+    assert config == {"model": "chroma_stem", "chroma_stem": {
+        "sample_rate": SR, "n_chroma": 12, "radix2_exp": 14, "argmax": True, "match_len_on_eval": False,
+        "eval_wavs": None, "n_eval_wavs": 100, "cache_path": None}}  # as configured, and upstream's keys only
+    rebuilt = build_conditioner("chroma_stem", our_melody.lm.dim, duration=18.5, **config["chroma_stem"])
+    rebuilt.load_state_dict(conditioner.state_dict())
+    with pytest.raises(ValueError, match="cache_path"):
+        build_conditioner("chroma_stem", 8, duration=1.0, **{**config["chroma_stem"], "cache_path": "/tmp/x"})
+
+
+def test_cli_melody(our_melody_dir, tiny_musicgen_dir, tmp_path, capsys, monkeypatch):
+    from audiocraft_patched.cli import main
+    from audiocraft_patched.data.audio import audio_write
+
+    ref = audio_write(tmp_path / "ref", melodies()[0], SR, strategy="peak")
+    base = ["generate", str(our_melody_dir), "calm piano", "--melody", str(ref), "--duration", "0.3", "-q"]
+    monkeypatch.setitem(sys.modules, "demucs", None)  # as if not installed
+    assert main(base + ["-o", str(tmp_path / "a.wav")]) == 2
+    assert "--melody-full-mix" in capsys.readouterr().err
+    assert main(base + ["--melody-full-mix", "-o", str(tmp_path / "a.wav")]) == 0
+    assert (tmp_path / "a.wav").stat().st_size > 44
+    assert main(["generate", str(tiny_musicgen_dir), "calm piano", "--melody", str(ref), "--melody-full-mix",
+                 "-o", str(tmp_path / "b.wav")]) == 2
+    assert "not a melody model" in capsys.readouterr().err
+    assert main(["generate", str(our_melody_dir), "x", "--melody-full-mix", "-o", str(tmp_path / "c.wav")]) == 2
+    assert "give a melody WAV" in capsys.readouterr().err
+    assert main(base + ["--melody", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "d.wav")]) == 2
+    assert "no such audio file" in capsys.readouterr().err

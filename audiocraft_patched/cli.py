@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from .utils.threads import thread_count
+
 BUILTIN = ("default", "debug")
 
 
@@ -191,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                      help="LM + text encoder precision (default fp32; bf16 is ~2x faster on recent CPUs)")
-    gen.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    gen.add_argument("--threads", type=thread_count, default=0,
+                     help="torch threads, 1 to the CPU count (0: torch's default)")
     gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)

@@ -46,19 +46,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data.audio import audio_write
+    from .data.audio_utils import convert_audio
 
     words = list(args.words)
     images, clips = list(args.image or []), list(args.audio_prompt or [])
+    melodies = _read_melodies(args)
     model_name = args.model
     if model_name is None:
-        # With --image / --audio-prompt a lone positional may be the model: no text is needed then.
-        needed = 1 if images or clips else 2
+        # With --image / --audio-prompt / --melody a lone positional may be the model: no text is needed then.
+        needed = 1 if images or clips or melodies else 2
         model_name = words.pop(0) if len(words) >= needed and _looks_like_model(words[0]) else "default"
-    if not words and not images and not clips:
+    if not words and not images and not clips and not melodies:
         raise ValueError("give at least one prompt, e.g. generate \"calm piano\" -o out.wav (or --image / "
                          "--audio-prompt)")
-    count = max(len(words), len(images), len(clips))
-    for flag, values in (("prompts", words), ("--image", images), ("--audio-prompt", clips)):
+    count = max(len(words), len(images), len(clips), len(melodies))
+    for flag, values in (("prompts", words), ("--image", images), ("--audio-prompt", clips), ("--melody", melodies)):
         if len(values) not in (0, 1, count):
             raise ValueError(f"{len(values)} {flag} for {count} samples: give one (shared by all) or one per sample")
     inputs = {"descriptions": words * (count // len(words)) if words else None}
@@ -89,7 +91,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model.set_custom_progress_callback(progress)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    if images or clips:
+    if melodies:
+        wavs = [convert_audio(w, rate, model.sample_rate, model.audio_channels) for w, rate in melodies]
+        wav, tokens = model.generate_with_chroma(
+            inputs["descriptions"] or [None] * count, wavs * (count // len(wavs)), model.sample_rate, progress=True,
+            return_tokens=True, melody_stems="full_mix" if args.melody_full_mix else None)
+    elif images or clips:
         wav, tokens = model.generate(progress=True, return_tokens=True, **inputs)
     else:
         wav, tokens = model.generate(words, progress=True, return_tokens=True)
@@ -112,9 +119,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_melodies(args: argparse.Namespace) -> list:
+    """The `--melody` WAVs as (wav [C, T], sample rate), read before the model loads (errors come first)."""
+    from .data.audio import audio_read
+
+    paths = list(args.melody or [])
+    if args.melody_full_mix and not paths:
+        raise ValueError("--melody-full-mix applies to --melody: give a melody WAV too")
+    if paths and (args.image or args.audio_prompt):
+        raise ValueError("--melody cannot be combined with --image or --audio-prompt (no model has both conditioners)")
+    melodies = []
+    for path in paths:
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"--melody: no such audio file: {path!r}")
+        wav, rate = audio_read(Path(path).expanduser())
+        if wav.shape[-1] == 0:
+            raise ValueError(f"--melody: {path} holds no audio")
+        melodies.append((wav, rate))
+    return melodies
+
+
 def _encoder_name(model, attribute: str) -> str:
-    conditioner = model.lm.condition_provider.conditioners[attribute]
-    return f"[{getattr(conditioner, 'name', type(conditioner).__name__)}]"
+    return f"[{model.lm.condition_provider.conditioners[attribute].describe()['source']}]"
 
 
 def describe(model) -> list[str]:
@@ -122,30 +148,8 @@ def describe(model) -> list[str]:
     lm = model.lm
     lines = [f"model: {model.name}"]
     for name, cond in lm.condition_provider.conditioners.items():
-        encoder = getattr(cond, "encoder", None)
-        kind = type(cond).__name__
-        if encoder is not None:
-            n = sum(p.numel() for p in encoder.parameters())
-            family = getattr(getattr(cond, "family", None), "name", None)
-            extras = [f"family {family}" if family else "", str(getattr(cond, "dtype", "")).replace("torch.", ""),
-                      f"max_length {cond.max_length}" if getattr(cond, "max_length", None) else "",
-                      f"template {cond.prompt_template!r}" if getattr(cond, "prompt_template", None) else ""]
-            lines.append(f"conditioner {name!r}: {kind}, encoder {cond.name!r} ({type(encoder).__name__}, "
-                         f"width {cond.dim}, {n / 1e6:.2f}M params, {'fine-tuned' if cond.finetune else 'frozen'}, "
-                         f"pooling {cond.pooling}, layer {'last' if cond.layer is None else cond.layer})"
-                         + "".join(f", {e}" for e in extras if e))
-        else:
-            lines.append(f"conditioner {name!r}: {kind}, width {cond.dim}")
-        # Where the projection comes from: after a swap it may be random until aligned.
-        origin = {"kept": ", kept from the previous encoder (same width)",
-                  "new": ", new (random: align or fine-tune it)",
-                  "checkpoint": ", from the checkpoint"}.get(getattr(cond, "projection_origin", None), "")
-        swapped = getattr(cond, "swapped_projection", None)
-        if origin.endswith("checkpoint") and swapped:
-            origin += (", made new by swap (random unless aligned since)" if swapped == "new"
-                       else ", kept by swap from the previous encoder")
-        lines.append(f"  output_proj: Linear({cond.output_proj.in_features} -> {cond.output_proj.out_features})"
-                     + origin)
+        about = cond.describe()  # the projection line says where it comes from: after a swap, maybe random
+        lines += [f"conditioner {name!r}: {about['summary']}", f"  output_proj: {about['projection']}"]
     fuse = {k: v for k, v in lm.fuser.fuse2cond.items() if v}
     lines.append(f"fuser: {fuse}" + (" + cross-attention positions" if lm.fuser.cross_attention_pos_emb else ""))
     pattern = lm.pattern_provider
@@ -182,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio-prompt", action="append", metavar="PATH",
                      help="condition on this reference WAV's style (models with a CLAP audio conditioner; not "
                           "continued); repeat for several samples")
+    gen.add_argument("--melody", action="append", metavar="PATH",
+                     help="follow the melody of this WAV (melody checkpoints); repeat for several samples")
+    gen.add_argument("--melody-full-mix", action="store_true",
+                     help="take the melody's chroma from the whole mix instead of removing drums and bass with "
+                          "demucs (needed when demucs or its weights are not on this machine; an approximation)")
     gen.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--top-k", type=int, default=250)
@@ -218,10 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .models.loaders import CheckpointError
+    from .modules.conditioners.chroma import StemSeparationUnavailable
 
     try:
         return args.func(args)
-    except (CheckpointError, OSError, ValueError, NotImplementedError) as exc:
+    except (CheckpointError, OSError, ValueError, NotImplementedError, StemSeparationUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

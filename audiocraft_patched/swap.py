@@ -13,105 +13,16 @@ happened is recorded (`projection_origin`, and `swapped_projection` in the confi
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-import torch
-
+from .modules.conditioners.encoder_swap import swapped_conditioner
 from .modules.conditioners.hf_encoder import DTYPES, HFEncoderConditioner
 from .modules.conditioners.hf_family import POOLINGS
+from .utils.export import copy_file, save_checkpoint
 
-KEEP_CHOICES = ("auto", True, False)
-
-
-def _encoder_name(name_or_dir: str | Path) -> str:
-    """A folder is recorded as an absolute path (the checkpoint may be loaded from elsewhere)."""
-    path = Path(name_or_dir).expanduser()
-    return str(path.resolve()) if path.is_dir() else str(name_or_dir)
-
-
-def _dtype_name(dtype: torch.dtype | None) -> str | None:
-    return next((name for name, value in DTYPES.items() if value == dtype), None)
-
-
-def conditioner_config(cond: HFEncoderConditioner) -> dict:
-    """The `conditioners.<attr>` block (`model: hf`) that rebuilds `cond` with the same settings."""
-    return {"model": "hf", "hf": {
-        "name": cond.name, "finetune": cond.finetune, "word_dropout": cond.word_dropout, "pooling": cond.pooling,
-        "layer": cond.layer, "max_length": cond.max_length, "prompt_template": cond.prompt_template,
-        "normalize": cond.normalize, "dtype": _dtype_name(cond.dtype),
-        "autocast_dtype": _dtype_name(cond.autocast_dtype),
-        "swapped_projection": cond.swapped_projection}}
-
-
-def _decide_keep(keep_projection: str | bool, old_width: int | None, new: HFEncoderConditioner) -> bool:
-    if keep_projection not in KEEP_CHOICES:
-        raise ValueError(f"keep_projection must be 'auto', True or False, got {keep_projection!r}")
-    if keep_projection is True and old_width != new.dim:
-        raise ValueError(f"cannot keep output_proj: it takes {old_width}-wide encoder states, but {new.name!r} gives "
-                         f"{new.dim}-wide ones; use keep_projection='auto' or False for a new projection")
-    return keep_projection is True or (keep_projection == "auto" and old_width == new.dim)
-
-
-def _new_projection(cond: HFEncoderConditioner, seed: int | None) -> None:
-    """Re-initialise `output_proj` (nn.Linear's default init), from `seed` if given, leaving the global RNG alone."""
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        cond.output_proj.reset_parameters()
-
-
-def set_text_encoder(model, name_or_dir: str | Path, attribute: str = "description", pooling: str | None = None,
-                     layer: int | None = None, keep_projection: str | bool = "auto", max_length: int | None = None,
-                     prompt_template: str | None = None, dtype: str | None = None, finetune: bool = False,
-                     seed: int | None = 0, **kwargs) -> HFEncoderConditioner:
-    """Replace the text conditioner `attribute` of a loaded MusicGen by one on another encoder.
-
-    Args:
-        model: a `MusicGen`.
-        name_or_dir: hub id (from the local cache when offline) or folder of the new encoder.
-        attribute: which text condition to swap ('description' in MusicGen).
-        pooling, layer, max_length, prompt_template, dtype, finetune, **kwargs: options of
-            `HFEncoderConditioner`.
-        keep_projection: 'auto' keeps `output_proj` when the widths match, True insists (error
-            otherwise), False always makes a new one.
-        seed: seed of a new projection's initialisation (None: the global RNG).
-    Returns:
-        The new conditioner, already in place; its `projection_origin` is 'kept' or 'new'.
-    """
-    provider = model.lm.condition_provider
-    if attribute not in provider.conditioners:
-        raise KeyError(f"this model has no text condition {attribute!r}; it has {sorted(provider.conditioners)}")
-    old = provider.conditioners[attribute]
-    kwargs.setdefault("word_dropout", getattr(old, "word_dropout", 0.0))
-    new = HFEncoderConditioner(_encoder_name(name_or_dir), output_dim=old.output_proj.out_features, finetune=finetune,
-                               device=model.device, pooling=pooling, layer=layer, max_length=max_length,
-                               prompt_template=prompt_template, dtype=dtype, **kwargs)
-    if _decide_keep(keep_projection, old.output_proj.in_features, new):
-        new.output_proj.load_state_dict(old.output_proj.state_dict())
-        new.projection_origin = "kept"
-    else:
-        _new_projection(new, seed)
-    new.swapped_projection = new.projection_origin
-    new.to(next(old.output_proj.parameters()).device).train(old.training)
-    provider.conditioners[attribute] = new
-    cfg = getattr(model.lm, "cfg", None)
-    if cfg is not None:  # a later export of this model then records the new encoder
-        cfg.setdefault("conditioners", {})[attribute] = conditioner_config(new)
-    return new
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def set_text_encoder(model, name_or_dir: str | Path, attribute: str = "description", **kwargs) -> HFEncoderConditioner:
+    """Replace the text conditioner `attribute` of a loaded MusicGen (see `MusicGen.set_text_encoder`)."""
+    return model.set_text_encoder(name_or_dir, attribute=attribute, **kwargs)
 
 
 def swap_checkpoint(model_name_or_dir: str | Path, encoder: str | Path, out_dir: str | Path, pooling: str | None = None,
@@ -133,8 +44,6 @@ def swap_checkpoint(model_name_or_dir: str | Path, encoder: str | Path, out_dir:
     Returns:
         `out_dir`.
     """
-    from omegaconf import OmegaConf
-
     from .models import loaders
 
     lm_file = loaders.resolve_file(model_name_or_dir, loaders.LM_FILE)
@@ -152,29 +61,18 @@ def swap_checkpoint(model_name_or_dir: str | Path, encoder: str | Path, out_dir:
         raise KeyError(f"{lm_file} has no conditioner {attribute!r}; it has {sorted(conditioners)}")
     old_cfg = conditioners[attribute].get(conditioners[attribute]["model"]) or {}
     encoder_kwargs.setdefault("word_dropout", old_cfg.get("word_dropout", 0.0))
-    new = HFEncoderConditioner(_encoder_name(encoder), output_dim=resolved["transformer_lm"]["dim"], device="cpu",
-                               pooling=pooling, layer=layer, **encoder_kwargs)
     prefix = f"condition_provider.conditioners.{attribute}."
     state = {k: v for k, v in pkg["best_state"].items() if not k.startswith(prefix)}
-    old_proj = {k: v for k, v in pkg["best_state"].items() if k.startswith(prefix + "output_proj.")}
-    old_weight = old_proj.get(prefix + "output_proj.weight")
-    if _decide_keep(keep_projection, None if old_weight is None else old_weight.shape[1], new):
-        new.output_proj.load_state_dict({k[len(prefix + "output_proj."):]: v for k, v in old_proj.items()})
-        new.projection_origin = "kept"
-    else:
-        _new_projection(new, seed)
-    new.swapped_projection = new.projection_origin
+    old_proj = {k[len(prefix + "output_proj."):]: v for k, v in pkg["best_state"].items()
+                if k.startswith(prefix + "output_proj.")}
+    new = swapped_conditioner(encoder, resolved["transformer_lm"]["dim"], old_proj or None, keep_projection, seed,
+                              device="cpu", pooling=pooling, layer=layer, **encoder_kwargs)
     # Frozen: output_proj only; finetune=True: the encoder's weights too, as upstream saves them.
-    state.update({prefix + k: v.detach().clone() for k, v in new.state_dict().items()})
-    cfg = OmegaConf.create(pkg["xp.cfg"])  # the original text: interpolations and other keys untouched
-    OmegaConf.set_struct(cfg, False)
-    cfg.conditioners[attribute] = conditioner_config(new)
-    out.mkdir(parents=True, exist_ok=True)
-    exported = {"best_state": state, "xp.cfg": OmegaConf.to_yaml(cfg), "version": pkg.get("version"),
-                "exported": True}
-    _atomic_write(targets[0], lambda tmp: torch.save(exported, tmp))
-    if codec_file.resolve() != targets[1].resolve():
-        _atomic_write(targets[1], lambda tmp: shutil.copyfile(codec_file, tmp))
+    state.update({prefix + k: v for k, v in new.state_dict().items()})
+    # The original config text: interpolations and other keys untouched, the new conditioner from its config().
+    save_checkpoint(targets[0], state, pkg["xp.cfg"], {attribute: new}, version=pkg.get("version"),
+                    overwrite=overwrite)
+    copy_file(codec_file, targets[1], overwrite=overwrite)
     return out
 
 

@@ -9,10 +9,18 @@ fresh projection speaks another language. Two ways back:
   LoRA on cross-attention and the encoder (`tasks.FinetuneTask`);
 
 then measure (`metrics`). The result is an ordinary checkpoint whose conditioner is
-`model: hf_adapter` (`conditioner.HFAdapterConditioner`).
+`model: hf_adapter` (`modules.conditioners.hf_adapter.HFAdapterConditioner`).
 
-Only the adapters and the conditioner are imported here, because `modules.conditioners` imports
-this package to register `hf_adapter`; import `align.train`, `align.metrics`, ... directly.
+The adapters and the `hf_adapter` conditioner are runtime code (checkpoints load them), so they
+live in `modules/conditioners/`; they are re-exported here for convenience. Import `align.train`,
+`align.metrics`, ... directly.
 """
-from .adapters import ADAPTERS, Adapter, LinearAdapter, MLPAdapter, ResamplerAdapter, build_adapter  # noqa: F401
-from .conditioner import HFAdapterConditioner  # noqa: F401
+from ..modules.conditioners.adapters import (  # noqa: F401
+    ADAPTERS,
+    Adapter,
+    LinearAdapter,
+    MLPAdapter,
+    ResamplerAdapter,
+    build_adapter,
+)
+from ..modules.conditioners.hf_adapter import HFAdapterConditioner  # noqa: F401

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..modules.conditioners import BaseConditioner, ConditionType
+from ..modules.conditioners import BaseConditioner
 
 
 def groups_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -51,9 +51,9 @@ def per_text(cond: BaseConditioner, texts: Sequence[str], fn: Callable[[dict], t
     return out  # type: ignore[return-value]
 
 
-def encoder_states(cond, texts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
-    """Hidden states [L_i, D_enc] of an `HFEncoderConditioner`'s encoder (its chosen layer)."""
-    return per_text(cond, texts, cond.encode, batch_size)
+def encoder_states(cond: BaseConditioner, texts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
+    """What `cond.encode` gives for every text, before the projection: [L_i, D_enc] encoder states."""
+    return per_text(cond, texts, lambda inputs: cond.encode(inputs)[0], batch_size)
 
 
 def conditions(cond: BaseConditioner, texts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
@@ -70,16 +70,6 @@ def pad(seqs: Sequence[torch.Tensor], length: int | None = None) -> tuple[torch.
         x[i, :s.shape[0]] = s
         mask[i, :s.shape[0]] = 1
     return x, mask
-
-
-def condition_from_states(cond, hidden: torch.Tensor, mask: torch.Tensor) -> ConditionType:
-    """Encoder states [B, T, D_enc] -> condition, for `hf_adapter` and plain `hf`/`t5` conditioners."""
-    if hasattr(cond, "project"):
-        return cond.project(hidden, mask)
-    if cond.pooling != "none":
-        hidden, mask = cond.pool(hidden, mask)
-    embeds = cond.output_proj(hidden.to(cond.output_proj.weight))
-    return embeds * mask.unsqueeze(-1).to(embeds.dtype), mask
 
 
 @contextmanager

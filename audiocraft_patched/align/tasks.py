@@ -12,7 +12,6 @@ process of a distributed run computes exactly what one process would.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -21,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules.conditioners import ENCODERS, ConditioningAttributes, build_conditioner
-from .conditioner import HFAdapterConditioner
+from ..modules.conditioners import ConditioningAttributes, HFEncoderConditioner, build_conditioner
+from ..modules.conditioners.hf_adapter import HFAdapterConditioner
+from ..utils.export import save_torch
 from .data import encode_audio_tokens, random_codes, read_captions, read_manifest, read_pairs, segment, split_holdout
-from .export import adapter_conditioner_config, atomic_save
-from .features import (no_tap, condition_from_states, conditions, cross_attention_tap, encoder_states,
-                       groups_by_length, lm_outputs, pad, token_lengths)
+from .features import (conditions, cross_attention_tap, encoder_states, groups_by_length, lm_outputs, no_tap, pad,
+                       token_lengths)
 from .lora import apply_lora
 from .losses import feature_loss, lm_cross_entropy, next_token_kl, parse_weights, xattn_loss
 
@@ -62,7 +61,7 @@ def cached(path: Path, key: str, dist, compute) -> dict:
     data = read() if dist.rank == 0 else None
     if dist.rank == 0 and data is None:
         data = {"key": key, **compute()}
-        atomic_save(data, path)
+        save_torch(data, path, overwrite=True)
     dist.barrier()
     if dist.rank != 0:
         data = read()
@@ -98,9 +97,6 @@ class Task:
         return max(self.lengths[i] for i in idx)
 
     def loss(self, idx: list[int], length: int | None) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-    def conditioner_config(self) -> dict:
         raise NotImplementedError
 
     def _freeze(self) -> None:
@@ -143,7 +139,7 @@ class AlignTask(Task):
         pairs = read_pairs(cfg.pairs) if cfg.pairs else [(c, c) for c in dict.fromkeys(read_captions(cfg.captions))]
         self.train_idx, self.heldout_idx = split_holdout(len(pairs), cfg.holdout, cfg.seed)
         self.cond = student = new_student(cfg, lm)
-        self.adapter_cfg, self.cfg = dict(cfg.adapter), cfg
+        self.cfg = cfg
         source = resolve_file(cfg.model, LM_FILE).stat()
         key = fingerprint(pairs=pairs, model=str(cfg.model), size=source.st_size, mtime=source.st_mtime_ns,
                           student=cfg.student, layer=cfg.layer, codes=cfg.codes, steps=cfg.code_steps, seed=cfg.seed,
@@ -191,7 +187,7 @@ class AlignTask(Task):
     def loss(self, idx: list[int], length: int | None) -> tuple[torch.Tensor, dict[str, float]]:
         data, dev = self.data, self.device
         states, mask = pad([data["states"][i] for i in idx], length)
-        cond, cond_mask = condition_from_states(self.cond, states.to(dev), mask.to(dev))
+        cond, cond_mask = self.cond.project(states.to(dev), mask.to(dev))
         terms: dict[str, torch.Tensor] = {}
         if "kl" in self.weights or "xattn" in self.weights:
             with (cross_attention_tap(self.lm) if "xattn" in self.weights else no_tap()) as tapped:
@@ -206,9 +202,6 @@ class AlignTask(Task):
                                             data["feature_scale"].to(dev))
         total = sum(self.weights[name] * value for name, value in terms.items())
         return total, {name: value.item() for name, value in terms.items()}
-
-    def conditioner_config(self) -> dict:
-        return adapter_conditioner_config(self.cfg.student, self.adapter_cfg, False, self.cfg.pooling, self.cfg.layer)
 
 
 class FinetuneTask(Task):
@@ -244,10 +237,8 @@ class FinetuneTask(Task):
         if cfg.student:
             self.cond = new_student(cfg, lm, finetune=cfg.train_encoder)
             lm.condition_provider.conditioners[attr] = self.cond
-            self.cond_cfg = adapter_conditioner_config(cfg.student, cfg.adapter, cfg.train_encoder, cfg.pooling,
-                                                       cfg.layer)
         else:
-            self.cond, self.cond_cfg = self._own_conditioner(lm, attr, cfg)
+            self.cond = self._own_conditioner(lm, attr, cfg)
         texts = sorted({items[f].description for f, _ in pieces})
         text_id = {t: i for i, t in enumerate(texts)}
         self.texts = [items[f].description for f, _ in pieces]
@@ -255,7 +246,7 @@ class FinetuneTask(Task):
         if self.train_encoder:
             per_text = token_lengths(self.cond, texts)
         else:
-            key = fingerprint(texts=texts, conditioner=self.cond_cfg, model=str(cfg.model), seed=cfg.seed)
+            key = fingerprint(texts=texts, conditioner=self.cond.config(), model=str(cfg.model), seed=cfg.seed)
             self.states = cached(Path(cfg.cache_dir) / "finetune_states.pt", key, dist,
                                  lambda: {"states": encoder_states(self.cond, texts, cfg.batch_size)})["states"]
             per_text = [s.shape[0] for s in self.states]
@@ -264,44 +255,38 @@ class FinetuneTask(Task):
         self.lora = apply_lora(lm, cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets)) if cfg.lora_rank else []
 
     @staticmethod
-    def _own_conditioner(lm, attr: str, cfg) -> tuple[nn.Module, dict]:
+    def _own_conditioner(lm, attr: str, cfg) -> HFEncoderConditioner:
         """The model's conditioner, rebuilt with its encoder as a submodule when the encoder trains."""
         cond = lm.condition_provider.conditioners[attr]
-        if not hasattr(cond, "encode"):
+        if not isinstance(cond, HFEncoderConditioner):
             raise ValueError(f"conditioner {attr!r} is a {type(cond).__name__}, not a Hugging Face encoder: give "
                              "--student to fine-tune with a new encoder")
-        spec = json.loads(json.dumps(lm.cfg["conditioners"][attr]))  # a deep copy of plain data
-        if cfg.train_encoder and not cond.finetune:
-            name = spec["model"]
-            kwargs = {**(spec.get(name) or {}), "finetune": True}
-            if "device" in inspect.signature(ENCODERS[name].__init__).parameters:
-                kwargs["device"] = cfg.device
+        spec = cond.config()
+        name = spec["model"]
+        if cfg.train_encoder and not spec[name]["finetune"]:
+            kwargs = {**spec[name], "finetune": True, "device": cfg.device}
             new = build_conditioner(name, lm.dim, **kwargs).to(cfg.device)
             missing, unexpected = new.load_state_dict(cond.state_dict(), strict=False)
             if unexpected or any(not k.startswith("encoder.") for k in missing):
                 raise RuntimeError(f"cannot carry the conditioner over: missing {missing}, unexpected {unexpected}")
             cond = lm.condition_provider.conditioners[attr] = new.eval()
-            spec[name] = {k: v for k, v in kwargs.items() if k != "device"}  # the loader sets the device
-        return cond, spec
+        return cond
 
     def loss(self, idx: list[int], length: int | None) -> tuple[torch.Tensor, dict[str, float]]:
         dev = self.device
         if self.train_encoder:
             inputs = self.cond.tokenize([self.texts[i] for i in idx])
-            states, mask = self.cond.encode(inputs), inputs["attention_mask"]
+            states, mask = self.cond.encode(inputs)
             if length is not None and length > states.shape[1]:  # pad to the global batch's length
                 states = F.pad(states, (0, 0, 0, length - states.shape[1]))
                 mask = F.pad(mask, (0, length - mask.shape[1]))
         else:
             states, mask = pad([self.states[self.text_idx[i]] for i in idx], length)
-        cond, cond_mask = condition_from_states(self.cond, states.to(dev), mask.to(dev))
+        cond, cond_mask = self.cond.project(states.to(dev), mask.to(dev))
         codes = self.codes[idx].to(dev)
         out = self.lm.compute_predictions(codes, [], condition_tensors={self.attribute: (cond, cond_mask)})
         ce = lm_cross_entropy(out.logits, codes, out.mask)
         return ce, {"ce": ce.item()}
-
-    def conditioner_config(self) -> dict:
-        return self.cond_cfg
 
 
 TASKS = {"align": AlignTask, "finetune": FinetuneTask}

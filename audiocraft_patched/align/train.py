@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .export import atomic_save, export_musicgen
+from ..utils.export import save_torch, write_text
+from .export import export_musicgen
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
@@ -162,7 +163,7 @@ def _trim_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+        write_text(path, "".join(line + "\n" for line in lines), overwrite=True)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -210,10 +211,11 @@ def train(cfg: TrainConfig) -> dict:
 
     def save(step: int) -> None:
         if dist.rank == 0:
-            atomic_save({"step": step, "params": {n: params[n].detach().cpu() for n in names},
-                         "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                         "py_rng": list(random.getstate()), "before": before,
-                         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}, state_file)
+            save_torch({"step": step, "params": {n: params[n].detach().cpu() for n in names},
+                        "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                        "py_rng": list(random.getstate()), "before": before,
+                        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}, state_file,
+                       overwrite=True)
 
     if start == 0:
         log({"step": 0, "heldout": before})
@@ -251,10 +253,8 @@ def train(cfg: TrainConfig) -> dict:
     if dist.rank == 0:
         result["after"] = task.evaluate(cfg.batch_size)
         log({"step": cfg.steps, "heldout": result["after"]})
-        export_musicgen(task.lm, task.lm.cfg, task.attribute, task.conditioner_config(), cfg.model, out)
-        tmp = out / f".{METRICS_FILE}.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out / METRICS_FILE)
+        export_musicgen(task.lm, task.lm.cfg, cfg.model, out, overwrite=True)
+        write_text(out / METRICS_FILE, json.dumps(result, indent=2), overwrite=True)
     dist.barrier()
     dist.close()
     return result

@@ -6,7 +6,6 @@ dict; conditioners are built through the registry of `modules.conditioners`.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Mapping
 
 import torch
@@ -18,7 +17,7 @@ from ..modules.codebooks_patterns import (
     MusicLMPattern,
     ParallelPatternProvider,
 )
-from ..modules.conditioners import ENCODERS, ConditionFuser, ConditioningProvider, LUTConditioner, build_conditioner
+from ..modules.conditioners import ConditionFuser, ConditioningProvider, LUTConditioner, build_conditioner
 from .encodec import (  # noqa: F401  (re-exported under upstream's names)
     CompressionModel,
     build_compression_model as get_compression_model,
@@ -77,9 +76,7 @@ def get_conditioner_provider(output_dim: int, cfg: Any) -> ConditioningProvider:
         if model in _NOT_SUPPORTED:
             raise NotImplementedError(f"conditioner {attribute!r} uses {model!r} ({_NOT_SUPPORTED[model]}), which "
                                       "audiocraft_patched does not support yet; text-only MusicGen checkpoints work")
-        kwargs = dict(cond_cfg.get(model) or {})
-        if model in ENCODERS and "device" in inspect.signature(ENCODERS[model].__init__).parameters:
-            kwargs.setdefault("device", device)
+        kwargs = {"device": device, **(cond_cfg.get(model) or {})}  # every conditioner takes `device`, as upstream's
         if model == "chroma_stem":  # as upstream: the melody chroma is matched to the training segment length
             kwargs.setdefault("duration", cfg["dataset"]["segment_duration"])
         conditioners[str(attribute)] = build_conditioner(model, output_dim, **kwargs)

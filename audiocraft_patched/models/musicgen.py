@@ -21,6 +21,7 @@ import torch
 from ..data.audio_utils import convert_audio
 from ..modules.conditioners import ConditioningAttributes
 from ..modules.conditioners.audio_embed import as_audio_prompt_list, read_audio_prompt
+from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions
 from ..modules.conditioners.vision import as_image_list
 from ..modules.errors import ValueAssertionError
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
@@ -110,6 +111,9 @@ class MusicGen:
             name = _HF_MODEL_CHECKPOINTS_MAP[name]
         lm = load_lm_model(name, device=device)
         compression_model = load_compression_model(name, device=device)
+        for conditioner in lm.condition_provider.conditioners.values():
+            if isinstance(conditioner, ChromaStemConditioner):
+                conditioner.set_match_len(True)  # as upstream's get_pretrained: melodies loop to the training length
         return MusicGen(name, compression_model, lm)
 
     def set_dtype(self, dtype: torch.dtype | str) -> "MusicGen":
@@ -126,20 +130,38 @@ class MusicGen:
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
         self.lm.to(dtype)
         # Frozen encoders are not submodules and keep their dtype under `.to()` (as upstream's T5
-        # under `lm.half()`): cast them explicitly.
+        # under `lm.half()`): each conditioner casts its own.
         for conditioner in self.lm.condition_provider.conditioners.values():
-            encoder = conditioner.__dict__.get("encoder")
-            if isinstance(encoder, torch.nn.Module):
-                encoder.to(dtype)
-                conditioner.dtype = dtype
-                getattr(conditioner, "refresh", lambda: None)()  # new weights: new cache fingerprint
+            conditioner.set_dtype(dtype)
         return self
 
-    def set_text_encoder(self, name_or_dir: str, **kwargs):
-        """Put another Hugging Face text encoder in place (see `audiocraft_patched.swap.set_text_encoder`)."""
-        from ..swap import set_text_encoder
+    def set_text_encoder(self, name_or_dir: str, attribute: str = "description", keep_projection: str | bool = "auto",
+                         seed: int | None = 0, **kwargs):
+        """Replace the text conditioner `attribute` by one on another Hugging Face encoder.
 
-        return set_text_encoder(self, name_or_dir, **kwargs)
+        Args:
+            name_or_dir: hub id (from the local cache when offline) or folder of the new encoder.
+            attribute: which text condition to swap ('description' in MusicGen).
+            keep_projection: 'auto' keeps `output_proj` when the widths match, True insists (error
+                otherwise), False always makes a new one.
+            seed: seed of a new projection's initialisation (None: the global RNG).
+            **kwargs: options of `HFEncoderConditioner` (pooling, layer, max_length, prompt_template,
+                dtype, finetune, ...); `word_dropout` defaults to the old conditioner's.
+        Returns:
+            The new conditioner, already in place; its `projection_origin` is 'kept' or 'new'.
+        """
+        from ..modules.conditioners.encoder_swap import swapped_conditioner
+
+        provider = self.lm.condition_provider
+        if attribute not in provider.conditioners:
+            raise KeyError(f"this model has no text condition {attribute!r}; it has {sorted(provider.conditioners)}")
+        old = provider.conditioners[attribute]
+        kwargs.setdefault("word_dropout", getattr(old, "word_dropout", 0.0))
+        new = swapped_conditioner(name_or_dir, old.output_proj.out_features, old.output_proj.state_dict(),
+                                  keep_projection, seed, device=self.device, **kwargs)
+        new.to(old.output_proj.weight.device).train(old.training)
+        provider.conditioners[attribute] = new
+        return new
 
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
@@ -224,6 +246,37 @@ class MusicGen:
         if len(descriptions) != len(prompt):
             raise ValueAssertionError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
         return self._generate(self._text_attributes(descriptions), prompt, progress, return_tokens)
+
+    def generate_with_chroma(self, descriptions: Sequence[str | None], melody_wavs: Any, melody_sample_rate: int,
+                             progress: bool = False, return_tokens: bool = False, *, melody_stems: str | None = None):
+        """Audio [B, C, T] following the melody of `melody_wavs` and the texts (melody checkpoints only).
+
+        Args:
+            descriptions: one text (or None) per melody.
+            melody_wavs: [B, C, T], [C, T] for one sample, or a list of [C, T] (None: no melody).
+            melody_sample_rate: their sample rate (Hz).
+            progress, return_tokens: as in `generate`.
+            melody_stems: 'demucs' (upstream's way: drums and bass removed first; needs demucs and
+                its weights on this machine) or 'full_mix' (the chroma of the whole mix: an
+                approximation); None keeps the conditioner's setting ('demucs' unless changed).
+        """
+        provider = self.lm.condition_provider
+        names = [name for name, c in provider.conditioners.items() if isinstance(c, ChromaStemConditioner)]
+        if len(names) != 1:
+            have = {k: type(v).__name__ for k, v in provider.conditioners.items()}
+            raise ValueError(f"{self.name} is not a melody model (it has no chroma conditioner: {have}); use a "
+                             "musicgen-melody checkpoint, or generate() without a melody")
+        descriptions = self._check_descriptions(descriptions)
+        melodies = melody_conditions(melody_wavs, melody_sample_rate, self.sample_rate, self.audio_channels,
+                                     self.device)
+        if len(melodies) != len(descriptions):
+            raise ValueError(f"{len(descriptions)} descriptions for {len(melodies)} melodies: give one of each per "
+                             "sample (None for an absent one)")
+        attributes = self._text_attributes(descriptions)
+        for sample, melody in zip(attributes, melodies):
+            sample.wav[names[0]] = melody
+        with provider.conditioners[names[0]].using_stems(melody_stems):
+            return self._generate(attributes, None, progress, return_tokens)
 
     @staticmethod
     def _check_descriptions(descriptions) -> list[str | None]:

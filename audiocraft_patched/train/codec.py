@@ -19,7 +19,8 @@ import torch
 
 from ..models.builders import get_compression_model
 from ..models.encodec import EncodecModel
-from ..utils.tiny import save_export, tiny_encodec_config
+from ..utils.export import save_checkpoint
+from ..utils.tiny import tiny_encodec_config
 from ..world.synth import SAMPLE_RATE, random_attributes, render
 from .rvq import TrainableResidualVectorQuantizer
 
@@ -146,7 +147,7 @@ def train_codec(out: Path, steps: int = 2500, seed: int = 0, batch: int = 8, sec
 def export_codec(model: EncodecModel, cfg: dict, out: Path) -> Path:
     """Save the codec in upstream's export format (the trainable quantizer's buffers as they are)."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    save_export(Path(out) / CODEC_FILE, state, cfg)
+    save_checkpoint(Path(out) / CODEC_FILE, state, cfg, overwrite=True)  # exported again every 250 steps
     return Path(out) / CODEC_FILE
 
 

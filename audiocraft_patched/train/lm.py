@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from ..models.builders import get_lm_model
 from ..models.loaders import COMPRESSION_FILE, LM_FILE, load_compression_model
 from ..modules.conditioners import ConditioningAttributes
-from ..utils.tiny import save_export, tiny_musicgen_config, train_sentencepiece
+from ..utils.export import copy_file, save_checkpoint, save_torch
+from ..utils.tiny import tiny_musicgen_config, train_sentencepiece
 from ..world.captions import all_captions, caption, vocabulary
 from ..world.synth import CLIP_SECONDS, Attributes, random_attributes, render
 from .codec import warmup_cosine
@@ -104,9 +105,8 @@ def export_model(lm, cfg: dict, codec_dir: Path, encoder_dir: Path, out: Path) -
     cfg = copy.deepcopy(cfg)
     cfg["conditioners"]["description"]["t5"]["name"] = ENCODER_NAME
     state = {k: v.detach().clone() for k, v in lm.state_dict().items()}
-    save_export(out / LM_FILE, state, cfg)
-    if Path(codec_dir).resolve() != out.resolve():
-        shutil.copy(Path(codec_dir) / COMPRESSION_FILE, out / COMPRESSION_FILE)
+    save_checkpoint(out / LM_FILE, state, cfg, overwrite=True)  # exported again every `export_every` steps
+    copy_file(Path(codec_dir) / COMPRESSION_FILE, out / COMPRESSION_FILE, overwrite=True)
     if Path(encoder_dir).resolve() != (out / ENCODER_DIR).resolve():
         shutil.copytree(encoder_dir, out / ENCODER_DIR, dirs_exist_ok=True)
     return out
@@ -132,7 +132,7 @@ def train_lm(out: Path, codec_dir: Path, steps: int = 2500, seed: int = 0, batch
     else:
         start = time.time()
         codes, attrs = encode_dataset(codec, n_clips, seconds, seed)
-        torch.save({"codes": codes, "attrs": [list(a.as_dict().values()) for a in attrs]}, cache)
+        save_torch({"codes": codes, "attrs": [list(a.as_dict().values()) for a in attrs]}, cache)
         print(f"encoded {len(attrs)} clips to {tuple(codes.shape)} in {time.time() - start:.0f} s", flush=True)
     cfg = world_lm_config(str(encoder_dir), n_q=codec.num_codebooks, card=codec.cardinality, seconds=seconds,
                           **config)

@@ -1,8 +1,8 @@
 """Tiny models built offline in seconds: a T5 encoder with its tokenizer, and a whole MusicGen.
 
-They have random weights: they exercise every code path (tests, the on-the-fly default model,
-benchmarks of shapes) without downloading anything. Checkpoints are written in upstream's export
-format, so upstream audiocraft loads them too.
+They have random weights: they exercise every code path (tests, benchmarks of shapes) without
+downloading anything. Checkpoints are written in upstream's export format (by `utils.export`), so
+upstream audiocraft loads them too.
 """
 from __future__ import annotations
 
@@ -122,13 +122,11 @@ def tiny_encodec_config(sample_rate: int = 16000, channels: int = 1, n_q: int = 
     }
 
 
-def save_export(path: Path, state: dict, cfg: dict) -> None:
-    """Write `{'best_state', 'xp.cfg', 'version', 'exported'}` as upstream's export does."""
-    from omegaconf import OmegaConf
+def save_export(path: Path, state: dict, cfg: dict, overwrite: bool = False) -> Path:
+    """Write `{'best_state', 'xp.cfg', 'version', 'exported'}` as upstream's export does (atomically)."""
+    from .export import save_checkpoint
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"best_state": state, "xp.cfg": OmegaConf.to_yaml(OmegaConf.create(cfg)),
-                "version": "audiocraft_patched", "exported": True}, path)
+    return save_checkpoint(path, state, cfg, overwrite=overwrite)
 
 
 def randomize_codebooks(model: torch.nn.Module, generator: torch.Generator) -> None:

@@ -113,7 +113,7 @@ def test_encoder_finetune_and_resume_after_a_crash(tiny_musicgen_dir, audio_data
 
 def test_finetune_an_aligned_checkpoint(tiny_musicgen_dir, audio_data, tmp_path):
     """align -> finetune (its hf_adapter conditioner kept, adapter included) -> an ordinary checkpoint."""
-    from audiocraft_patched.align.conditioner import HFAdapterConditioner
+    from audiocraft_patched.modules.conditioners import HFAdapterConditioner
     from audiocraft_patched.utils.tiny import captions
 
     file = tmp_path / "captions.txt"

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from audiocraft_patched.align.conditioner import HFAdapterConditioner
+from audiocraft_patched.modules.conditioners import HFAdapterConditioner
 from audiocraft_patched.align.metrics import compare, load_side
 from audiocraft_patched.align.train import TrainConfig, train
 from audiocraft_patched.models import MusicGen

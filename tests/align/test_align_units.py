@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from audiocraft_patched.align.adapters import build_adapter
+from audiocraft_patched.modules.conditioners.adapters import build_adapter
 from audiocraft_patched.align.data import read_manifest, read_pairs, split_holdout
 from audiocraft_patched.align.features import pad
 from audiocraft_patched.align.lora import apply_lora, merged_state_dict

@@ -254,7 +254,7 @@ def pooled_states(cond, texts):
     """What the conditioner feeds output_proj: ([B, 1, D] pooled states, [B, 1] mask)."""
     inputs = cond.tokenize(texts)
     with torch.no_grad():
-        return cond.pool(cond.encode(inputs), inputs["attention_mask"])
+        return cond.pool(*cond.encode(inputs))
 
 
 @pytest.mark.parametrize("name, full_class, normalized", [("clip", "CLIPModel", False), ("clap", "ClapModel", True)])
@@ -289,7 +289,7 @@ def test_decoder_last_token_is_unaffected_by_padding(name, family_dirs):
     with torch.no_grad():
         hidden = cond.encoder(**inputs, output_hidden_states=True).hidden_states
     layered = HFEncoderConditioner(folder, output_dim=32, layer=1)
-    torch.testing.assert_close(layered.encode(layered.tokenize([short])), hidden[1])
+    torch.testing.assert_close(layered.encode(layered.tokenize([short]))[0], hidden[1])
     # only empty texts: a tokenizer without BOS gives no token at all; one masked position stands in
     embeds, mask = cond(cond.tokenize([None, ""]))
     assert mask.tolist() == [[0], [0]] and (embeds == 0).all()

@@ -190,8 +190,7 @@ def test_zero_shot_image_through_a_clip_text_conditioner_aligned_by_align(towers
     assert mask.tolist() == [[1], [1]]
     before = tokens_of(model, images=[str(files / "sun.png")])
     # Saved like any checkpoint, reloaded in one call, same tokens.
-    export_musicgen(model.lm, model.lm.cfg, "image", model.lm.cfg["conditioners"]["image"], tmp_path / "aligned",
-                    tmp_path / "zero-shot")
+    export_musicgen(model.lm, model.lm.cfg, tmp_path / "aligned", tmp_path / "zero-shot")
     reloaded = MusicGen.get_pretrained(str(tmp_path / "zero-shot"), device="cpu")
     reloaded.set_generation_params(duration=0.2, top_k=10)
     entry = reloaded.lm.cfg["conditioners"]["image"]

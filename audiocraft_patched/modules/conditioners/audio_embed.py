@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from ...data.audio_utils import convert_audio
-from . import register_encoder
 from .base import WavCondition, WaveformConditioner
 from .hf_family import quiet_transformers, resolve_pretrained
+from .registry import register_encoder
 from .vision import TowerConditioner, load_tower, tower_config
 
 AUDIO_POOLINGS = ("projected", "pooled", "none")
@@ -113,12 +113,10 @@ class CLAPAudioConditioner(TowerConditioner, WaveformConditioner):
             tokens, [B, F * T, hidden]).
         normalize: L2-normalize the pooled vector; None: True for 'projected' (CLAP compares
             embeddings by cosine, and `get_audio_features` normalizes), else False.
-        adapter: optional `align.adapters` config between the features and `output_proj`.
+        adapter: optional `adapters.py` config between the features and `output_proj`.
         finetune: train the tower too (its weights then go into checkpoints).
         device: where the tower runs.
     """
-
-    config_name = "clap_audio"
 
     def __init__(self, name: str, output_dim: int, pooling: str = "projected", normalize: bool | None = None,
                  adapter: dict | None = None, finetune: bool = False, device: str | torch.device = "cpu"):
@@ -185,7 +183,7 @@ class CLAPAudioConditioner(TowerConditioner, WaveformConditioner):
         out = self._featurize(np.zeros(self.sample_rate, dtype=np.float32))
         return {"input_features": out["input_features"], "is_longer": out["is_longer"]}
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def run_tower(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features -> [n, L, dim] (L = 1 unless pooling is 'none')."""
         features = inputs["input_features"].to(next(self.encoder.parameters()).dtype)
         is_longer = inputs["is_longer"]

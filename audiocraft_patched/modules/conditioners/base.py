@@ -1,4 +1,4 @@
-"""Conditioning: attributes, the conditioner base class, dropouts, the provider and the fuser.
+"""Conditioning: attributes, the conditioner base class, dropouts and the provider.
 
 Mirrors the text-to-music part of `audiocraft/modules/conditioners.py` (audiocraft 1.3.0):
 same class names, constructor arguments and outputs. Every conditioner turns a batch of
@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from copy import deepcopy
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..transformer import create_sin_embedding
+from .adapters import build_adapter
 
 ConditionType = tuple[torch.Tensor, torch.Tensor]  # (condition [B, L, D], mask [B, L])
 
@@ -189,23 +188,97 @@ class ClassifierFreeGuidanceDropout(DropoutModule):
 
 
 class BaseConditioner(nn.Module):
-    """Base of all conditioners: something of width `dim`, projected to the LM's `output_dim`.
+    """Base of all conditioners: features of width `dim`, projected to the LM's `output_dim`.
 
-    Subclasses implement `tokenize` (CPU work, up to the host-to-device copy) and `forward`
-    (the compute), returning `(embeddings [B, L, output_dim], mask [B, L])`.
+    The interface callers use (never a conditioner's attributes):
+
+    - `tokenize(x)`: the CPU work, up to the host-to-device copy (as upstream);
+    - `encode(inputs) -> (features [B, T, dim], mask [B, T])`: everything before the projection;
+    - `project(features, mask) -> (condition [B, T', output_dim], mask [B, T'])`: the trainable
+      map to the LM width (the adapter, if any, then `output_proj`), zero where the mask is 0;
+    - `forward(inputs)` = `project(*encode(inputs))`;
+    - `config()`: the `conditioners.<attribute>` entry that rebuilds it (`{'model': name, name: options()}`);
+    - `set_dtype(dtype)`, `describe()` (what `inspect` shows).
+
+    Args:
+        dim: width of the features `encode` returns.
+        output_dim: the LM width.
     """
+
+    config_name: ClassVar[str] = ""  # the registry name its config is written under (set by `register_encoder`)
+    projection_origin: str | None = None  # 'new' / 'kept' / 'checkpoint' for encoder conditioners
+    swapped_projection: str | None = None  # what `swap` did to `output_proj`, recorded in the config
 
     def __init__(self, dim: int, output_dim: int):
         super().__init__()
         self.dim = dim
         self.output_dim = output_dim
         self.output_proj = nn.Linear(dim, output_dim)
+        self.adapter: nn.Module | None = None
+        self.adapter_config: dict | None = None
+
+    def set_adapter(self, spec: dict | None) -> None:
+        """Put an adapter (`adapters.py`: `{'kind': 'linear' | 'mlp' | 'resampler', **options}`) before `output_proj`.
+
+        `output_proj` is made anew when the adapter changes the width it takes.
+        """
+        self.adapter_config = None if spec is None else dict(spec)
+        if spec is None:
+            self.adapter = None
+            return
+        self.adapter = build_adapter(self.dim, **spec)
+        if self.adapter.out_dim != self.output_proj.in_features:
+            self.output_proj = nn.Linear(self.adapter.out_dim, self.output_dim)
 
     def tokenize(self, *args, **kwargs) -> Any:
         raise NotImplementedError
 
-    def forward(self, inputs: Any) -> ConditionType:
+    def encode(self, inputs: Any) -> ConditionType:
+        """Tokenized inputs -> (features [B, T, dim], mask [B, T]), before the projection."""
         raise NotImplementedError
+
+    def project(self, hidden: torch.Tensor, mask: torch.Tensor) -> ConditionType:
+        """Features -> condition.
+
+        Args:
+            hidden: [B, T, dim] features (anything at padding).
+            mask: [B, T] 1 where there is an input.
+        Returns:
+            (condition [B, T', output_dim] zero where the mask is 0, mask [B, T']).
+        """
+        hidden = hidden.to(self.output_proj.weight)
+        if self.adapter is not None:
+            hidden, mask = self.adapter(hidden, mask)
+        embeds = self.output_proj(hidden)
+        return embeds * mask.unsqueeze(-1).to(embeds.dtype), mask
+
+    def forward(self, inputs: Any) -> ConditionType:
+        return self.project(*self.encode(inputs))
+
+    def options(self) -> dict[str, Any]:
+        """Constructor options as a checkpoint config records them (besides `output_dim` and `device`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot describe itself in a config, so it cannot be saved")
+
+    def config(self) -> dict[str, Any]:
+        """This conditioner's `conditioners.<attribute>` entry, in upstream's shape: `{'model': name, name: {...}}`."""
+        if not self.config_name:
+            raise ValueError(f"{type(self).__name__} is not registered (`@register_encoder`), so no config builds it")
+        return {"model": self.config_name, self.config_name: self.options()}
+
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        """Run in `dtype` (the LM's, for inference)."""
+        self.to(dtype)
+
+    def describe(self) -> dict[str, str]:
+        """What `inspect` shows: `source` (the encoder's name, or the class), `summary`, `projection`."""
+        origin = {"kept": ", kept from the previous encoder (same width)",
+                  "new": ", new (random: align or fine-tune it)",
+                  "checkpoint": ", from the checkpoint"}.get(self.projection_origin or "", "")
+        if origin.endswith("checkpoint") and self.swapped_projection:
+            origin += (", made new by swap (random unless aligned since)" if self.swapped_projection == "new"
+                       else ", kept by swap from the previous encoder")
+        return {"source": type(self).__name__, "summary": f"{type(self).__name__}, width {self.dim}",
+                "projection": f"Linear({self.output_proj.in_features} -> {self.output_proj.out_features}){origin}"}
 
 
 class TextConditioner(BaseConditioner):
@@ -314,59 +387,3 @@ def collate_wavs(conditions: list[WavCondition | None]) -> WavCondition:
     for i, row in enumerate(rows):
         wav[i, 0, :row.shape[-1]] = row.cpu()
     return WavCondition(wav, torch.tensor(lengths, dtype=torch.long), rates, paths, seeks)
-
-
-class ConditionFuser(nn.Module):
-    """Combines conditions with the LM input: 'sum', 'prepend', 'cross' or 'input_interpolate'.
-
-    Args:
-        fuse2cond: {method: [attribute names]}.
-        cross_attention_pos_emb: add a sinusoidal embedding to the cross-attention source.
-        cross_attention_pos_emb_scale: its scale.
-    """
-
-    FUSING_METHODS = ["sum", "prepend", "cross", "input_interpolate"]
-
-    def __init__(self, fuse2cond: dict[str, list[str]], cross_attention_pos_emb: bool = False,
-                 cross_attention_pos_emb_scale: float = 1.0):
-        super().__init__()
-        unknown = set(fuse2cond) - set(self.FUSING_METHODS)
-        if unknown:
-            raise ValueError(f"unknown fuse methods {sorted(unknown)}; use {self.FUSING_METHODS}")
-        self.fuse2cond = {method: list(fuse2cond.get(method, [])) for method in self.FUSING_METHODS}
-        self.cond2fuse = {cond: method for method, conds in self.fuse2cond.items() for cond in conds}
-        self.cross_attention_pos_emb = cross_attention_pos_emb
-        self.cross_attention_pos_emb_scale = cross_attention_pos_emb_scale
-
-    def forward(self, input: torch.Tensor, conditions: dict[str, ConditionType], first_step: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Fuse.
-
-        Args:
-            input: [B, T, D] LM input embeddings.
-            conditions: {attribute: (cond [B, L, D], mask [B, L])}.
-            first_step: False on later generation steps, where 'prepend' was already done.
-        Returns:
-            (input [B, T', D], cross-attention source [B, L_total, D] or None).
-        """
-        unknown = set(conditions) - set(self.cond2fuse)
-        if unknown:
-            raise KeyError(f"no fuse method for conditions {sorted(unknown)}")
-        cross = []
-        for name, (cond, _) in conditions.items():
-            method = self.cond2fuse[name]
-            if method == "sum":
-                input = input + cond
-            elif method == "input_interpolate":
-                cond = F.interpolate(cond.transpose(1, 2), size=input.shape[1]).transpose(1, 2)
-                input = input + cond
-            elif method == "prepend":
-                if first_step:
-                    input = torch.cat([cond, input], dim=1)
-            else:
-                cross.append(cond)
-        source = torch.cat(cross, dim=1) if cross else None
-        if self.cross_attention_pos_emb and source is not None:
-            positions = torch.arange(source.shape[1], device=source.device).view(1, -1, 1)
-            source = source + self.cross_attention_pos_emb_scale * create_sin_embedding(positions, source.shape[-1])
-        return input, source

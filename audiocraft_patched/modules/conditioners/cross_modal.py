@@ -11,21 +11,22 @@ same joint embedding would; the joint model's modality gap makes it an approxima
     model = MusicGen.get_pretrained("aligned-clip")      # description: hf_adapter on CLIP, projected
     add_cross_modal_conditioner(model.lm)                # -> 'image'
     model.generate(images=["cat.png"])
-    export_musicgen(model.lm, model.lm.cfg, "image", model.lm.cfg["conditioners"]["image"],
-                    "aligned-clip", "aligned-clip-image")  # align/export.py: a checkpoint that records it
+    export_musicgen(model.lm, model.lm.cfg, "aligned-clip", "aligned-clip-image")  # align/export.py: a checkpoint
 """
 from __future__ import annotations
 
 from .audio_embed import CLAPAudioConditioner
 from .base import BaseConditioner
+from .fuser import ConditionFuser
+from .hf_encoder import HFEncoderConditioner
 from .vision import HFImageConditioner
 
 
 def attach_conditioner(lm, attribute: str, conditioner: BaseConditioner, fuse: str = "cross") -> None:
-    """Add `conditioner` for `attribute` to a built LM (provider, fuser, and `lm.cfg` when present).
+    """Add `conditioner` for `attribute` to a built LM (its provider and fuser).
 
-    With `lm.cfg` updated, `align.export.export_musicgen(lm, lm.cfg, attribute,
-    lm.cfg['conditioners'][attribute], source, out)` writes a checkpoint that records it.
+    `align.export.export_musicgen(lm, lm.cfg, source, out)` then writes a checkpoint that records
+    it (the writer takes every conditioner's entry from its `config()`).
 
     Args:
         lm: an `LMModel`.
@@ -33,25 +34,17 @@ def attach_conditioner(lm, attribute: str, conditioner: BaseConditioner, fuse: s
         conditioner: what conditions it.
         fuse: 'cross', 'prepend', 'sum' or 'input_interpolate'.
     """
-    provider, fuser = lm.condition_provider, lm.fuser
+    provider = lm.condition_provider
     if attribute in provider.conditioners:
         raise ValueError(f"the model already has a conditioner for {attribute!r}; choose another attribute name")
-    if fuse not in fuser.fuse2cond:
-        raise ValueError(f"fuse must be one of {list(fuser.fuse2cond)}, got {fuse!r}")
+    if fuse not in ConditionFuser.FUSING_METHODS:
+        raise ValueError(f"fuse must be one of {ConditionFuser.FUSING_METHODS}, got {fuse!r}")
     if fuse == "cross" and not any(getattr(layer, "cross_attention", None) is not None
                                    for layer in lm.transformer.layers):
         raise ValueError("this LM has no cross-attention; fuse the new condition with 'prepend' or 'sum'")
     weight = lm.linears[0].weight  # the new condition joins the others in the LM's device and dtype
     provider.conditioners[attribute] = conditioner.to(device=weight.device, dtype=weight.dtype)
-    fuser.fuse2cond[fuse].append(attribute)
-    fuser.cond2fuse[attribute] = fuse
-    cfg = getattr(lm, "cfg", None)
-    if isinstance(cfg, dict):
-        entry = conditioner.config() if hasattr(conditioner, "config") else None
-        if entry is None:
-            raise ValueError(f"{type(conditioner).__name__} cannot describe itself in a config; it cannot be saved")
-        cfg.setdefault("conditioners", {})[attribute] = entry
-        cfg.setdefault("fuser", {}).setdefault(fuse, []).append(attribute)
+    lm.fuser.add(attribute, fuse)
 
 
 def add_cross_modal_conditioner(lm, source: str = "description", attribute: str | None = None,
@@ -76,7 +69,7 @@ def add_cross_modal_conditioner(lm, source: str = "description", attribute: str 
         raise ValueError(f"{source!r} is not a text conditioner of this model (text conditioners: "
                          f"{provider.text_conditions})")
     text = provider.conditioners[source]
-    family = getattr(getattr(text, "family", None), "name", None)
+    family = text.family.name if isinstance(text, HFEncoderConditioner) else None
     kinds = {"clip": (HFImageConditioner, "image"), "clap": (CLAPAudioConditioner, "audio")}
     if family not in kinds:
         raise ValueError(f"the {source!r} conditioner is not a CLIP or CLAP text tower (family {family!r}); "

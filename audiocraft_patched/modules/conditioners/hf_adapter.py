@@ -15,15 +15,10 @@ computes exactly what the `hf` conditioner computes.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
-from torch import nn
 
-from ..modules.conditioners import register_encoder
-from ..modules.conditioners.base import ConditionType
-from ..modules.conditioners.hf_encoder import HFEncoderConditioner
-from .adapters import build_adapter
+from .hf_encoder import HFEncoderConditioner
+from .registry import register_encoder
 
 
 @register_encoder("hf_adapter")
@@ -34,7 +29,7 @@ class HFAdapterConditioner(HFEncoderConditioner):
         name: hub id or local folder of the encoder and its tokenizer.
         output_dim: LM width.
         adapter: adapter config, `{'kind': 'linear' | 'mlp' | 'resampler', **options}`
-            (see `align.adapters`); None means linear.
+            (see `adapters.py`); None means linear.
         finetune: train the encoder too (its weights then go into checkpoints).
         device: where the encoder runs.
         **kwargs: the other `HFEncoderConditioner` options (pooling, layer, max_length, ...).
@@ -43,35 +38,9 @@ class HFAdapterConditioner(HFEncoderConditioner):
     def __init__(self, name: str, output_dim: int, adapter: dict | None = None, finetune: bool = False,
                  device: str | torch.device = "cpu", **kwargs):
         super().__init__(name, output_dim, finetune=finetune, device=device, **kwargs)
-        options = dict(adapter or {"kind": "linear"})
-        self.adapter_config = dict(options)
-        self.adapter = build_adapter(self.dim, **options)
-        if self.adapter.out_dim != self.output_proj.in_features:
-            self.output_proj = nn.Linear(self.adapter.out_dim, output_dim)
+        self.set_adapter(dict(adapter or {"kind": "linear"}))
         self.adapter.to(device)
         self.output_proj.to(device)
 
-    def project(self, hidden: torch.Tensor, mask: torch.Tensor) -> ConditionType:
-        """Encoder states -> condition; split from `forward` so training can cache encoder states.
-
-        Args:
-            hidden: [B, T, D_enc] encoder hidden states (zero or anything at padding).
-            mask: [B, T] 1 for tokens, 0 for padding.
-        Returns:
-            (condition [B, T', output_dim] zero where the mask is 0, mask [B, T']).
-        """
-        if self.pooling != "none":
-            hidden, mask = self.pool(hidden, mask)
-        hidden = hidden.to(self.output_proj.weight)
-        hidden, mask = self.adapter(hidden, mask)
-        embeds = self.output_proj(hidden)
-        return embeds * mask.unsqueeze(-1).to(embeds.dtype), mask
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> ConditionType:
-        autocast = nullcontext()
-        if self.autocast_dtype not in (None, torch.float32) and self.device.type != "cpu":
-            autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype)
-        # Frozen encoder: no graph through it even while the adapter trains.
-        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()), autocast:
-            hidden = self.encode(inputs)
-        return self.project(hidden, inputs["attention_mask"])
+    def options(self) -> dict:
+        return {**super().options(), "adapter": dict(self.adapter_config)}

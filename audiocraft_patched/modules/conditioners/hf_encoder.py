@@ -23,10 +23,10 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from . import TextConditioner, register_encoder
-from .base import ConditionType
+from .base import ConditionType, TextConditioner
 from .cache import TextEmbeddingCache, cache_key, encoder_fingerprint, model_tensors, weights_state
 from .hf_family import EncoderFamily, FrozenEncoderMixin, find_family, resolve_pretrained
+from .registry import register_encoder
 # Encoder families register themselves when imported. To add one, write a short file like
 # hf_clap.py and import its class here (one line).
 from .hf_bert import EncoderOnlyFamily  # noqa: F401
@@ -139,6 +139,7 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         self.dtype = DTYPES[dtype or "float32"]
         self.autocast_dtype = None if autocast_dtype is None else DTYPES[autocast_dtype]
         self.swapped_projection = swapped_projection
+        self.adapter = None  # (set by the base class here; stated for patch 0001's copy, whose base has none)
         self._model_inputs = family.input_names(encoder, tokenizer)
         self._attach_encoder(encoder, finetune, device)  # projection_origin 'new'; swap may set 'kept'
         self.cache: TextEmbeddingCache | None = None
@@ -233,15 +234,21 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         inputs["attention_mask"][empty, :] = 0
         return {k: v.to(self.device) for k, v in inputs.items()}
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Encoder output: hidden states [B, T, D] of the chosen layer ([B, 1, D] for 'projected')."""
+    def encode(self, inputs: dict[str, torch.Tensor]) -> ConditionType:
+        """Tokenized texts -> (hidden states [B, T, D] of the chosen layer ([B, 1, D] for 'projected'), mask [B, T])."""
+        mask = inputs["attention_mask"]
         if "cached_states" in inputs:
-            return inputs["cached_states"]
+            return inputs["cached_states"], mask
+        autocast = nullcontext()
+        if self.autocast_dtype not in (None, torch.float32) and self.device.type != "cpu":
+            autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype)
         model_inputs = {k: v for k, v in inputs.items() if k in self._model_inputs}
-        states = self.family.encode(self.encoder, model_inputs, self.layer, self.pooling)
+        # A frozen encoder builds no graph, even while the projection trains.
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()), autocast:
+            states = self.family.encode(self.encoder, model_inputs, self.layer, self.pooling)
         if inputs.get("cache_key") is not None and self.cache is not None:
-            self.cache.put(inputs["cache_key"], states, inputs["attention_mask"])
-        return states
+            self.cache.put(inputs["cache_key"], states, mask)
+        return states, mask
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T, D] token states -> ([B, 1, D], [B, 1]) per `pooling` ('none' keeps them)."""
@@ -266,16 +273,46 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
             pooled = F.normalize(pooled, dim=-1)
         return pooled.unsqueeze(1), present
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> ConditionType:
-        mask = inputs["attention_mask"]
-        autocast = nullcontext()
-        if self.autocast_dtype not in (None, torch.float32) and self.device.type != "cpu":
-            autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype)
-        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()), autocast:
-            hidden = self.encode(inputs)
+    # `project` and `forward` are written out rather than inherited: patch 0001 copies this class
+    # onto upstream's `TextConditioner`, which has neither.
+    def project(self, hidden: torch.Tensor, mask: torch.Tensor) -> ConditionType:
+        """Encoder states [B, T, D] -> (condition [B, T', output_dim], mask [B, T']): pool, adapter, `output_proj`."""
         hidden, mask = self.pool(hidden, mask)
-        embeds = self.output_proj(hidden.to(self.output_proj.weight))
-        return embeds * mask.unsqueeze(-1), mask
+        hidden = hidden.to(self.output_proj.weight)
+        if self.adapter is not None:
+            hidden, mask = self.adapter(hidden, mask)
+        embeds = self.output_proj(hidden)
+        return embeds * mask.unsqueeze(-1).to(embeds.dtype), mask
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> ConditionType:
+        return self.project(*self.encode(inputs))
+
+    # -- what it is --------------------------------------------------------------------------------
+    def options(self) -> dict:
+        """Constructor options that rebuild it (besides output_dim and device), as checkpoint configs hold them."""
+        dtype_names = {value: name for name, value in DTYPES.items()}
+        return {"name": self.name, "finetune": self.finetune, "word_dropout": self.word_dropout,
+                "pooling": self.pooling, "layer": self.layer, "max_length": self.max_length,
+                "prompt_template": self.prompt_template, "normalize": self.normalize,
+                "dtype": dtype_names.get(self.dtype), "autocast_dtype": dtype_names.get(self.autocast_dtype),
+                "swapped_projection": self.swapped_projection}
+
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        super().set_dtype(dtype)
+        self.refresh()  # new weights: a new cache fingerprint
+
+    def describe(self) -> dict:
+        out = super().describe()
+        n = sum(p.numel() for p in self.encoder.parameters())
+        extras = [f"family {self.family.name}", str(self.dtype).replace("torch.", ""),
+                  f"max_length {self.max_length}" if self.max_length else "",
+                  f"template {self.prompt_template!r}" if self.prompt_template else ""]
+        out["source"] = self.name
+        out["summary"] = (f"{type(self).__name__}, encoder {self.name!r} ({type(self.encoder).__name__}, width "
+                          f"{self.dim}, {n / 1e6:.2f}M params, {'fine-tuned' if self.finetune else 'frozen'}, pooling "
+                          f"{self.pooling}, layer {'last' if self.layer is None else self.layer})"
+                          + "".join(f", {e}" for e in extras if e))
+        return out
 
 
 class T5Conditioner(HFEncoderConditioner):

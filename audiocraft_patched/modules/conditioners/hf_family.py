@@ -271,6 +271,12 @@ class FrozenEncoderMixin:
             self.__dict__["encoder"] = self.__dict__["encoder"]._apply(move_only, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        """Cast the projection and the encoder too: a frozen one keeps its dtype under `.to()`."""
+        self.to(dtype)
+        self.encoder.to(dtype)
+        self.dtype = dtype
+
     def train(self, mode: bool = True):
         super().train(mode)
         if not self.finetune:

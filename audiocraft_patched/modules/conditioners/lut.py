@@ -11,8 +11,8 @@ import hashlib
 import torch
 from torch import nn
 
-from . import TextConditioner, register_encoder
-from .base import ConditionType
+from .base import ConditionType, TextConditioner
+from .registry import register_encoder
 
 
 def hash_trick(word: str, vocab_size: int) -> int:
@@ -30,9 +30,11 @@ class LUTConditioner(TextConditioner):
         output_dim: LM width.
         tokenizer: 'noop' (whole text -> one token).
         pad_idx: token of missing texts.
+        device: where the table goes (every conditioner takes it; upstream's LUT does not).
     """
 
-    def __init__(self, n_bins: int, dim: int, output_dim: int, tokenizer: str = "noop", pad_idx: int = 0):
+    def __init__(self, n_bins: int, dim: int, output_dim: int, tokenizer: str = "noop", pad_idx: int = 0,
+                 device: str | torch.device = "cpu"):
         super().__init__(dim, output_dim)
         if tokenizer != "noop":
             raise ValueError(f"LUT tokenizer {tokenizer!r} is not supported (upstream's 'whitespace' needs "
@@ -40,6 +42,7 @@ class LUTConditioner(TextConditioner):
         self.n_bins = n_bins
         self.pad_idx = pad_idx
         self.embed = nn.Embedding(n_bins, dim)
+        self.to(device)
 
     def tokenize(self, x: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = torch.tensor([[self.pad_idx if t is None else hash_trick(t, self.n_bins)] for t in x])
@@ -47,7 +50,9 @@ class LUTConditioner(TextConditioner):
         device = self.embed.weight.device
         return tokens.to(device), mask.to(device)
 
-    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> ConditionType:
+    def encode(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> ConditionType:
         tokens, mask = inputs
-        embeds = self.output_proj(self.embed(tokens))
-        return embeds * mask.unsqueeze(-1), mask
+        return self.embed(tokens), mask  # [B, 1, dim], [B, 1]
+
+    def options(self) -> dict:
+        return {"n_bins": self.n_bins, "dim": self.dim, "tokenizer": "noop", "pad_idx": self.pad_idx}

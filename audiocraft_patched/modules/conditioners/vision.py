@@ -28,17 +28,21 @@ Which modes need training:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_encoder
 from .base import BaseConditioner, ConditionType, ImageConditioner
 from .hf_family import FrozenEncoderMixin, quiet_transformers, resolve_pretrained
+from .registry import register_encoder
 
 IMAGE_POOLINGS = ("none", "mean", "pooled", "projected")
+# Largest image accepted (width x height), checked from the header before decoding: a 140 KB PNG
+# can declare 12000 x 12000 pixels and take GBs to decode, while the towers see 224-384 pixels.
+# Raise it here (vision.MAX_IMAGE_PIXELS = ...) for larger inputs.
+MAX_IMAGE_PIXELS = 64 * 2**20
 # model_type -> (tower class, tower class with the joint-space projection or None when the
 # pooled output already is the joint embedding, as in SigLIP).
 VISION_TOWERS: dict[str, tuple[str, str | None]] = {
@@ -80,7 +84,7 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
     """A frozen Hugging Face tower whose per-input features go through an optional adapter and `output_proj`.
 
     Subclasses load the tower and implement `tokenize` (returning `{'inputs': {...} for the rows
-    that have an input, 'present': [B] bool}`), `encode` (tower inputs -> features [n, L, dim])
+    that have an input, 'present': [B] bool}`), `run_tower` (tower inputs -> features [n, L, dim])
     and `blank_inputs` (tower inputs for one empty example, to learn L when a batch has none).
 
     Args:
@@ -90,12 +94,10 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
         width: width of what `encode` returns.
         pooling: how features are pooled (recorded; the subclass applies it in `encode`).
         normalize: L2-normalize pooled vectors.
-        adapter: `{'kind': 'linear' | 'mlp' | 'resampler', **options}` (`align.adapters`), or None.
+        adapter: `{'kind': 'linear' | 'mlp' | 'resampler', **options}` (`adapters.py`), or None.
         finetune: train the tower too (its weights then go into checkpoints).
         device: where the tower runs.
     """
-
-    config_name: ClassVar[str] = ""
 
     def __init__(self, name: str, output_dim: int, encoder: nn.Module, width: int, pooling: str, normalize: bool,
                  adapter: dict | None, finetune: bool, device: str | torch.device):
@@ -106,14 +108,7 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
         self.pooling = pooling
         self.normalize = normalize
         self.layer: int | None = None
-        self.adapter_config = None if adapter is None else dict(adapter)
-        self.adapter = None
-        if adapter is not None:
-            from ...align.adapters import build_adapter  # here: align imports this package at load time
-
-            self.adapter = build_adapter(width, **adapter)
-            if self.adapter.out_dim != width:
-                self.output_proj = nn.Linear(self.adapter.out_dim, output_dim)
+        self.set_adapter(adapter)
         self._num_tokens: int | None = None  # L of a present input, learned on the first forward
         self._attach_encoder(encoder, finetune, device)
 
@@ -122,11 +117,16 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
         return {"name": self.name, "pooling": self.pooling, "normalize": self.normalize,
                 "adapter": self.adapter_config, "finetune": self.finetune}
 
-    def config(self) -> dict[str, Any]:
-        """This conditioner's `conditioners.<attribute>` entry, in upstream's shape."""
-        return {"model": self.config_name, self.config_name: self.options()}
+    def describe(self) -> dict[str, str]:
+        out = super().describe()
+        n = sum(p.numel() for p in self.encoder.parameters())
+        out["source"] = self.name
+        out["summary"] = (f"{type(self).__name__}, encoder {self.name!r} ({type(self.encoder).__name__}, width "
+                          f"{self.dim}, {n / 1e6:.2f}M params, {'fine-tuned' if self.finetune else 'frozen'}, pooling "
+                          f"{self.pooling}, layer {'last' if self.layer is None else self.layer})")
+        return out
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def run_tower(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
     def blank_inputs(self) -> dict[str, torch.Tensor]:
@@ -135,23 +135,8 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
     def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Tower features [n, L, dim] of the present rows, L2-normalized if asked."""
         with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
-            hidden = self.encode(inputs)
+            hidden = self.run_tower(inputs)
         return F.normalize(hidden, dim=-1) if self.normalize else hidden
-
-    def project(self, hidden: torch.Tensor, mask: torch.Tensor) -> ConditionType:
-        """Features -> condition, exactly as `hf_adapter`'s `project` after its pooling.
-
-        Args:
-            hidden: [B, L, dim] features, zero in null rows.
-            mask: [B, L] 1 where there is an input.
-        Returns:
-            (condition [B, L', output_dim] zero where the mask is 0, mask [B, L']).
-        """
-        hidden = hidden.to(self.output_proj.weight)
-        if self.adapter is not None:
-            hidden, mask = self.adapter(hidden, mask)
-        embeds = self.output_proj(hidden)
-        return embeds * mask.unsqueeze(-1).to(embeds.dtype), mask
 
     def num_tokens(self) -> int:
         """L of one input's features (null rows of an all-null batch get as many zero tokens)."""
@@ -159,10 +144,12 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
             return 1  # one vector per input
         if self._num_tokens is None:  # learn it once from an empty input (a blank image, silence)
             with torch.no_grad():
-                self._num_tokens = self.encode({k: v.to(self.device) for k, v in self.blank_inputs().items()}).shape[1]
+                blank = {k: v.to(self.device) for k, v in self.blank_inputs().items()}
+                self._num_tokens = self.run_tower(blank).shape[1]
         return self._num_tokens
 
-    def forward(self, tokenized: dict[str, Any]) -> ConditionType:
+    def encode(self, tokenized: dict[str, Any]) -> ConditionType:
+        """Tokenized inputs -> (features [B, L, dim], zero in null rows; mask [B, L], 1 where there is an input)."""
         present = tokenized["present"]  # [B] bool
         batch = present.shape[0]
         if bool(present.any()):
@@ -173,7 +160,7 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
         else:
             hidden = torch.zeros(batch, self.num_tokens(), self.dim, device=present.device)
         mask = present[:, None].expand(batch, hidden.shape[1]).long()  # [B, L]
-        return self.project(hidden, mask)
+        return hidden, mask
 
     @classmethod
     def from_text_conditioner(cls, text_conditioner: BaseConditioner, name: str | None = None,
@@ -192,24 +179,25 @@ class TowerConditioner(FrozenEncoderMixin, BaseConditioner):
                 text-tower-only folder (default: the text conditioner's).
             device: where the tower runs (default: the text conditioner's device).
         """
-        if getattr(text_conditioner, "pooling", None) != "projected":
+        entry = text_conditioner.config()
+        options = entry[entry["model"]]
+        if options.get("pooling") != "projected":
             raise ValueError("zero-shot cross-modal conditioning needs a text conditioner in the joint space: "
                              f"pooling='projected' on a CLIP/CLAP text tower, got pooling="
-                             f"{getattr(text_conditioner, 'pooling', None)!r} ({type(text_conditioner).__name__})")
-        if getattr(text_conditioner, "finetune", False):
+                             f"{options.get('pooling')!r} ({type(text_conditioner).__name__})")
+        if options.get("finetune"):
             raise ValueError("the text conditioner fine-tunes its encoder, so its joint space has moved away from the "
                              "joint model's other tower; zero-shot transfer needs a frozen text tower")
-        adapter = getattr(text_conditioner, "adapter_config", None)
-        device = text_conditioner.device if device is None else device
-        cond = cls(name or text_conditioner.name, text_conditioner.output_dim, pooling="projected",
-                   normalize=bool(getattr(text_conditioner, "normalize", False)), adapter=adapter, device=device)
+        weight = text_conditioner.output_proj.weight
+        device = weight.device if device is None else device
+        cond = cls(name or options["name"], text_conditioner.output_dim, pooling="projected",
+                   normalize=bool(options.get("normalize")), adapter=options.get("adapter"), device=device)
         if cond.dim != text_conditioner.dim:
             raise ValueError(f"{cond.name!r}: the {cls.__name__} joint embedding has width {cond.dim} but the text "
                              f"conditioner's has {text_conditioner.dim}; both towers must come from one joint model")
         shared = {k: v for k, v in text_conditioner.state_dict().items() if k.startswith(("output_proj.", "adapter."))}
         cond.load_state_dict(shared)
         cond.projection_origin = "zero-shot"
-        weight = text_conditioner.output_proj.weight
         return cond.to(device=weight.device, dtype=weight.dtype)
 
 
@@ -227,17 +215,32 @@ def load_image(image: Any, where: str = "image"):
         if not path.is_file():
             raise FileNotFoundError(f"{where}: no such image file: {str(path)!r}")
         try:
-            with Image.open(path) as opened:
+            with Image.open(path) as opened:  # reads the header only
+                _check_pixels(opened.size, where, f" ({str(path)!r})")
                 opened.load()  # decode now: a truncated or corrupt file fails here, not later
                 return opened.convert("RGB")
+        except Image.DecompressionBombError as exc:  # past Pillow's own limit, raised while opening
+            raise ValueError(f"{where}: {str(path)!r} is too large to decode safely ({exc}); the limit is "
+                             f"{MAX_IMAGE_PIXELS} pixels: downscale the image") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if "pixels, the limit is" in str(exc):  # ours, from _check_pixels
+                raise
             raise ValueError(f"{where}: cannot read {str(path)!r} as an image ({exc.__class__.__name__}: {exc}); "
                              "give a PNG, JPEG, WebP, BMP, GIF or TIFF file that Pillow can open") from exc
     if isinstance(image, Image.Image):
+        _check_pixels(image.size, where, "")
         return image.convert("RGB")  # drops alpha, expands grayscale and palettes
     if isinstance(image, torch.Tensor):
         return _tensor_to_pil(image, where)
     raise TypeError(f"{where}: expected a file path, a PIL image or a tensor [C, H, W], got {type(image).__name__}")
+
+
+def _check_pixels(size: tuple[int, int], where: str, what: str) -> None:
+    """Refuse a (width, height) over MAX_IMAGE_PIXELS, before any pixel is decoded."""
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{where}{what}: {size[0]} x {size[1]} = {size[0] * size[1]} pixels, the limit is "
+                         f"{MAX_IMAGE_PIXELS}: downscale the image (the encoder sees a few hundred pixels a side), or "
+                         "raise audiocraft_patched.modules.conditioners.vision.MAX_IMAGE_PIXELS")
 
 
 def _tensor_to_pil(image: torch.Tensor, where: str):
@@ -259,6 +262,7 @@ def _tensor_to_pil(image: torch.Tensor, where: str):
                          f"shape {tuple(image.shape)} ({channels} channels).{hint}")
     if image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{where}: the image tensor is empty, shape {tuple(image.shape)}")
+    _check_pixels((image.shape[2], image.shape[1]), where, "")
     image = image.detach().cpu()
     if image.dtype == torch.uint8:
         pixels = image
@@ -301,13 +305,11 @@ class HFImageConditioner(TowerConditioner, ImageConditioner):
         layer: hidden state for 'none' / 'mean' (0: embeddings, -2: the one before last);
             None: the last.
         normalize: L2-normalize the pooled vector (not for 'none'); None: False.
-        adapter: optional `align.adapters` config (`{'kind': 'mlp', 'hidden': 512}`, ...)
+        adapter: optional `adapters.py` config (`{'kind': 'mlp', 'hidden': 512}`, ...)
             between the features and `output_proj`.
         finetune: train the tower too (its weights then go into checkpoints).
         device: where the tower runs.
     """
-
-    config_name = "hf_image"
 
     def __init__(self, name: str, output_dim: int, pooling: str = "none", layer: int | None = None,
                  normalize: bool | None = None, adapter: dict | None = None, finetune: bool = False,
@@ -371,7 +373,7 @@ class HFImageConditioner(TowerConditioner, ImageConditioner):
         blank = self.processor(images=[Image.new("RGB", (64, 64))], return_tensors="pt")
         return {"pixel_values": blank["pixel_values"]}
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def run_tower(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pixel values [n, 3, H, W] -> features [n, L, dim] (L = 1 unless pooling is 'none')."""
         pixels = inputs["pixel_values"].to(next(self.encoder.parameters()).dtype)
         out = self.encoder(pixel_values=pixels, output_hidden_states=self.layer is not None)

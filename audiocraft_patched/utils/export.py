@@ -1,0 +1,169 @@
+"""The one writer of files and checkpoints: atomic, and never over a file unless told to.
+
+Mirrors `audiocraft/utils/export.py` (audiocraft 1.3.0), which writes the release files
+`state_dict.bin` / `compression_state_dict.bin` as `{'best_state', 'xp.cfg', 'version',
+'exported'}`, the format `models/loaders.py` reads. Every folder this package writes (swap, align,
+finetune, the world trainers, tiny test models) goes through here:
+
+- `atomic_write` (and `save_torch`, `write_text`, `copy_file`): the bytes go to a temporary file
+  in the target's folder, are fsync'ed, then renamed over the target, so a reader (or a crash)
+  never sees half a file; an existing target is an error unless `overwrite=True`;
+- `save_checkpoint` / `export_lm`: the `xp.cfg` of an LM checkpoint takes each conditioner's
+  entry from the conditioner's own `config()` and the fuser lists from `ConditionFuser.config()`,
+  so a checkpoint cannot disagree with the model it was written from.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+LM_FILE = "state_dict.bin"  # the names `models/loaders.py` reads (upstream's)
+COMPRESSION_FILE = "compression_state_dict.bin"
+VERSION = "audiocraft_patched"
+
+
+def _fsync(path: str | Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some platforms cannot open a folder; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then move it to `path` atomically.
+
+    Args:
+        path: the file to write (its folder is created).
+        write: writes the content to the path it is given.
+        overwrite: replace an existing `path`; without it an existing file is a FileExistsError
+            (also when another process creates it meanwhile).
+    Returns:
+        `path`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of the file to write")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it, or choose "
+                              "another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the mode a plain open() would
+        write(tmp)
+        _fsync(tmp)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if `path` appeared meanwhile: no silent overwrite
+            except FileExistsError:
+                raise FileExistsError(f"{path} was created by someone else while it was being written; pass "
+                                      "overwrite=True to replace it") from None
+            except OSError:  # a file system without hard links: the check above has to do
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(path.parent, directory=True)
+    return path
+
+
+def save_torch(obj: Any, path: str | Path, overwrite: bool = False) -> Path:
+    """`torch.save(obj)` to `path`, atomically."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite)
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    """Write `text` (UTF-8) to `path`, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite)
+
+
+def copy_file(source: str | Path, path: str | Path, overwrite: bool = False) -> Path:
+    """Copy `source` to `path`, atomically; nothing is done when both are the same file."""
+    source, path = Path(source), Path(path)
+    if path.exists() and source.resolve() == path.resolve():
+        return path
+    return atomic_write(path, lambda tmp: shutil.copyfile(source, tmp), overwrite)
+
+
+def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, copied when it is a view: `torch.save` would write the whole storage behind a view."""
+    whole = tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    return tensor if whole else tensor.clone()
+
+
+def checkpoint_config(cfg: Any, conditioners: Mapping[str, Any] | None = None, fuser: Any = None) -> str:
+    """The YAML of `cfg`, the entries of `conditioners` ({attribute: conditioner}) and `fuser` from their `config()`.
+
+    Args:
+        cfg: the training config (a dict, an OmegaConf config or its YAML text); other keys and
+            their `${...}` interpolations are kept as they are.
+        conditioners: conditioners whose `conditioners.<attribute>` entry is (re)written.
+        fuser: a `ConditionFuser` whose method lists replace the config's.
+    """
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(cfg if isinstance(cfg, str) else OmegaConf.to_container(OmegaConf.create(cfg)))
+    OmegaConf.set_struct(cfg, False)
+    if conditioners:
+        if cfg.get("conditioners") is None:
+            cfg.conditioners = {}
+        for attribute, conditioner in conditioners.items():
+            cfg.conditioners[attribute] = conditioner.config()
+    if fuser is not None:
+        if cfg.get("fuser") is None:
+            cfg.fuser = {}
+        for key, value in fuser.config().items():
+            cfg.fuser[key] = value
+    return OmegaConf.to_yaml(cfg)
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, torch.Tensor], cfg: Any,
+                    conditioners: Mapping[str, Any] | None = None, fuser: Any = None, version: str = VERSION,
+                    overwrite: bool = False) -> Path:
+    """Write one release file, `{'best_state': state, 'xp.cfg': YAML, 'version', 'exported': True}`, atomically.
+
+    Args:
+        path: the file (`state_dict.bin` or `compression_state_dict.bin` in a model folder).
+        state: the state dict (saved detached, on the CPU).
+        cfg: the config (see `checkpoint_config`).
+        conditioners, fuser: modules whose `config()` is written into the config.
+        version: recorded as the writer's version.
+        overwrite: replace an existing file.
+    """
+    package = {"best_state": {k: _own_storage(v.detach().cpu()) for k, v in state.items()},
+               "xp.cfg": checkpoint_config(cfg, conditioners, fuser), "version": version, "exported": True}
+    return save_torch(package, path, overwrite)
+
+
+def export_lm(folder: str | Path, lm: torch.nn.Module, cfg: Any, state: Mapping[str, torch.Tensor] | None = None,
+              version: str = VERSION, overwrite: bool = False) -> Path:
+    """Write `lm` as `folder/state_dict.bin`, its config rebuilt from its conditioners and fuser.
+
+    Args:
+        folder: the model folder.
+        lm: an `LMModel`.
+        cfg: the config it was built from (`lm.cfg` for a loaded model); its conditioner and fuser
+            entries are replaced by what the modules say.
+        state: the weights to save (default `lm.state_dict()`; e.g. LoRA merged).
+        version, overwrite: as in `save_checkpoint`.
+    """
+    state = lm.state_dict() if state is None else state
+    return save_checkpoint(Path(folder) / LM_FILE, state, cfg, dict(lm.condition_provider.conditioners), lm.fuser,
+                           version, overwrite)

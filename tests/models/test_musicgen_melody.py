@@ -222,14 +222,17 @@ def test_generate_without_melody_and_other_rates(pair):
 @pytest.mark.upstream
 @pytest.mark.parametrize("stereo", [False, True], ids=["mono", "stereo"])
 def test_our_export_loads_in_upstream(stereo, upstream_demucs, tiny_t5_dir, tmp_path):
-    """A melody model built by our builders and saved by us generates the same in upstream."""
+    """A melody model built by our builders and written by our exporter generates the same in upstream."""
     from audiocraft.models import MusicGen as UpstreamMusicGen
+    from audiocraft_patched.utils.export import save_checkpoint
 
     lm_cfg, codec_cfg = melody_config(stereo)
     torch.manual_seed(2)
     lm, codec = get_lm_model(copy.deepcopy(lm_cfg)), get_compression_model(copy.deepcopy(codec_cfg))
     randomize_weights(lm, codec, 2)
-    save_export(tmp_path / "state_dict.bin", lm.state_dict(), lm_cfg)
+    # The melody entry and the fuser lists are written from the modules' own config().
+    save_checkpoint(tmp_path / "state_dict.bin", lm.state_dict(), lm_cfg,
+                    conditioners={"self_wav": lm.condition_provider.conditioners["self_wav"]}, fuser=lm.fuser)
     save_export(tmp_path / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
     up = UpstreamMusicGen.get_pretrained(str(tmp_path), device="cpu")
     ours = MusicGen.get_pretrained(str(tmp_path), device="cpu")

@@ -3,3 +3,21 @@ from .encodec import CompressionModel, EncodecModel, InterleaveStereoCompression
 from .lm import LMModel  # noqa: F401
 from .musicgen import MusicGen  # noqa: F401
 from . import builders, loaders  # noqa: F401
+
+# Upstream names not implemented here: importing one says so and what to use instead, rather
+# than a bare "cannot import name".
+_NOT_SUPPORTED = {
+    "MultiBandDiffusion": "the diffusion decoder is not ported; tokens are decoded by the model's EnCodec "
+                          "(model.compression_model.decode), upstream's default (USE_DIFFUSION_DECODER = False "
+                          "in its demo notebooks)",
+    "DiffusionUnet": "the diffusion decoder (MultiBandDiffusion) and its UNet are not ported",
+    "DAC": "only EnCodec compression models are ported",
+    "HFEncodecModel": "only audiocraft's own EnCodec is ported",
+    "HFEncodecCompressionModel": "only audiocraft's own EnCodec is ported",
+}
+
+
+def __getattr__(name: str):
+    if name in _NOT_SUPPORTED:
+        raise ImportError(f"{name} is not supported by audiocraft_patched: {_NOT_SUPPORTED[name]}", name=name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

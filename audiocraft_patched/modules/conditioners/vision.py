@@ -43,6 +43,7 @@ IMAGE_POOLINGS = ("none", "mean", "pooled", "projected")
 # can declare 12000 x 12000 pixels and take GBs to decode, while the towers see 224-384 pixels.
 # Raise it here (vision.MAX_IMAGE_PIXELS = ...) for larger inputs.
 MAX_IMAGE_PIXELS = 64 * 2**20
+
 # model_type -> (tower class, tower class with the joint-space projection or None when the
 # pooled output already is the joint embedding, as in SigLIP).
 VISION_TOWERS: dict[str, tuple[str, str | None]] = {
@@ -219,12 +220,12 @@ def load_image(image: Any, where: str = "image"):
                 _check_pixels(opened.size, where, f" ({str(path)!r})")
                 opened.load()  # decode now: a truncated or corrupt file fails here, not later
                 return opened.convert("RGB")
+        except ImageTooLargeError:
+            raise
         except Image.DecompressionBombError as exc:  # past Pillow's own limit, raised while opening
             raise ValueError(f"{where}: {str(path)!r} is too large to decode safely ({exc}); the limit is "
                              f"{MAX_IMAGE_PIXELS} pixels: downscale the image") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            if "pixels, the limit is" in str(exc):  # ours, from _check_pixels
-                raise
             raise ValueError(f"{where}: cannot read {str(path)!r} as an image ({exc.__class__.__name__}: {exc}); "
                              "give a PNG, JPEG, WebP, BMP, GIF or TIFF file that Pillow can open") from exc
     if isinstance(image, Image.Image):
@@ -235,12 +236,16 @@ def load_image(image: Any, where: str = "image"):
     raise TypeError(f"{where}: expected a file path, a PIL image or a tensor [C, H, W], got {type(image).__name__}")
 
 
+class ImageTooLargeError(ValueError):
+    """An image with more than MAX_IMAGE_PIXELS pixels."""
+
+
 def _check_pixels(size: tuple[int, int], where: str, what: str) -> None:
     """Refuse a (width, height) over MAX_IMAGE_PIXELS, before any pixel is decoded."""
     if size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{where}{what}: {size[0]} x {size[1]} = {size[0] * size[1]} pixels, the limit is "
-                         f"{MAX_IMAGE_PIXELS}: downscale the image (the encoder sees a few hundred pixels a side), or "
-                         "raise audiocraft_patched.modules.conditioners.vision.MAX_IMAGE_PIXELS")
+        raise ImageTooLargeError(f"{where}{what}: {size[0]} x {size[1]} = {size[0] * size[1]} pixels, the limit "
+                                 f"is {MAX_IMAGE_PIXELS}: downscale the image (the encoder sees a few hundred pixels "
+                                 "a side), or raise audiocraft_patched.modules.conditioners.vision.MAX_IMAGE_PIXELS")
 
 
 def _tensor_to_pil(image: torch.Tensor, where: str):

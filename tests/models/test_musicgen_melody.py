@@ -220,6 +220,21 @@ def test_generate_without_melody_and_other_rates(pair):
 
 
 @pytest.mark.upstream
+def test_past_max_duration_each_window_takes_its_part_of_the_melody(pair):
+    """19 s from a 18.5 s model: the second window's melody starts 1 s in, looping (as upstream)."""
+    up, ours = pair
+    for model in (up, ours):
+        model.set_generation_params(duration=19.0, top_k=10, extend_stride=1.0)
+    wav = melodies(channels=ours.audio_channels, seconds=1.3)[:1]
+    torch.manual_seed(6)
+    _, up_tokens = up.generate_with_chroma(TEXTS[:1], wav, SR, return_tokens=True)
+    torch.manual_seed(6)
+    _, tokens = ours.generate_with_chroma(TEXTS[:1], wav, SR, return_tokens=True, melody_stems="full_mix")
+    assert tokens.shape[-1] == int(19.0 * ours.frame_rate)
+    assert torch.equal(tokens, up_tokens)
+
+
+@pytest.mark.upstream
 @pytest.mark.parametrize("stereo", [False, True], ids=["mono", "stereo"])
 def test_our_export_loads_in_upstream(stereo, upstream_demucs, tiny_t5_dir, tmp_path):
     """A melody model built by our builders and written by our exporter generates the same in upstream."""

@@ -244,3 +244,16 @@ def melody_conditions(melody_wavs: Any, melody_sample_rate: int, sample_rate: in
         out.append(WavCondition(melody[None].to(device), torch.tensor([melody.shape[-1]], device=device),
                                 sample_rate=[sample_rate], path=[None]))
     return out
+
+
+def melody_window(melody: WavCondition, time_offset: float, duration: float, sample_rate: int) -> WavCondition:
+    """The part of a whole melody [1, C, T] that conditions one window of a generation past `max_duration`.
+
+    As upstream's `MusicGen._generate_tokens`: `duration` seconds from `time_offset` on, the
+    melody looping when shorter.
+    """
+    length = int(melody.length.reshape(-1)[0])
+    start, size = int(time_offset * sample_rate), int(duration * sample_rate)
+    positions = torch.arange(start, start + size, device=melody.wav.device) % length
+    return WavCondition(melody.wav[..., positions], torch.full_like(melody.length, size),
+                        [sample_rate] * melody.wav.shape[0], [None], [0.0])

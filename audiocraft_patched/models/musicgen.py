@@ -21,7 +21,7 @@ import torch
 from ..data.audio_utils import convert_audio
 from ..modules.conditioners import ConditioningAttributes
 from ..modules.conditioners.audio_embed import as_audio_prompt_list, read_audio_prompt
-from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions
+from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions, melody_window
 from ..modules.conditioners.vision import as_image_list
 from ..modules.errors import ValueAssertionError
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
@@ -261,7 +261,7 @@ class MusicGen:
                 approximation); None keeps the conditioner's setting ('demucs' unless changed).
         """
         provider = self.lm.condition_provider
-        names = [name for name, c in provider.conditioners.items() if isinstance(c, ChromaStemConditioner)]
+        names = self._melody_attributes()
         if len(names) != 1:
             have = {k: type(v).__name__ for k, v in provider.conditioners.items()}
             raise ValueError(f"{self.name} is not a melody model (it has no chroma conditioner: {have}); use a "
@@ -277,6 +277,11 @@ class MusicGen:
             sample.wav[names[0]] = melody
         with provider.conditioners[names[0]].using_stems(melody_stems):
             return self._generate(attributes, None, progress, return_tokens)
+
+    def _melody_attributes(self) -> list[str]:
+        """Names of the model's melody (chroma) conditions: ['self_wav'] for melody checkpoints."""
+        return [name for name, c in self.lm.condition_provider.conditioners.items()
+                if isinstance(c, ChromaStemConditioner)]
 
     @staticmethod
     def _check_descriptions(descriptions) -> list[str | None]:
@@ -396,8 +401,16 @@ class MusicGen:
             stride = int(self.frame_rate * self.extend_stride)
             chunks = [] if prompt_tokens is None else [prompt_tokens]
             prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
+            names = self._melody_attributes()
+            melodies = [{name: c for name, c in sample.wav.items() if name in names}
+                        for sample in attributes]  # the whole melodies; each window takes its part
             while done + prompt_len < total_len:
                 window = min(self.duration - done / self.frame_rate, self.max_duration)
+                for sample, whole in zip(attributes, melodies):
+                    for name, melody in whole.items():
+                        if melody is not None and int(melody.length.reshape(-1)[0]) > 0:
+                            sample.wav[name] = melody_window(melody, done / self.frame_rate, self.max_duration,
+                                                             self.sample_rate)
                 tokens = run(prompt_tokens, int(window * self.frame_rate))
                 chunks.append(tokens if prompt_tokens is None else tokens[..., prompt_tokens.shape[-1]:])
                 prompt_tokens = tokens[..., stride:]

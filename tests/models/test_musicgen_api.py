@@ -1,12 +1,9 @@
 """The MusicGen API on a tiny model: behaviour and every bad input's message."""
-import copy
-
 import pytest
 import torch
 
 from audiocraft_patched.models import MusicGen
 from audiocraft_patched.models.loaders import CheckpointError
-from audiocraft_patched.utils.tiny import save_export, tiny_musicgen_config
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +97,6 @@ def test_unsafe_pickle_is_refused(tmp_path):
     torch.save({"best_state": {}, "xp.cfg": "", "obj": CheckpointError("arbitrary object")},
                tmp_path / "state_dict.bin")
     with pytest.raises(CheckpointError, match="refused for safety"):
-        MusicGen.get_pretrained(str(tmp_path), device="cpu")
-
-
-def test_melody_checkpoint_says_not_supported(tmp_path, tiny_musicgen_dir, tiny_t5_dir):
-    cfg = tiny_musicgen_config("t5-base")
-    chroma = {"sample_rate": 16000, "n_chroma": 12, "radix2_exp": 14, "argmax": True}
-    cfg["conditioners"]["self_wav"] = {"model": "chroma_stem", "chroma_stem": chroma}
-    cfg["fuser"]["prepend"] = ["self_wav"]
-    save_export(tmp_path / "state_dict.bin", {}, copy.deepcopy(cfg))
-    with pytest.raises(NotImplementedError, match="melody"):
         MusicGen.get_pretrained(str(tmp_path), device="cpu")
 
 

@@ -5,8 +5,10 @@ ten whitelisted T5 names, downloads them at run time and keeps a hand-written ta
 Here `name` is a hub id (resolved from the local Hugging Face cache when offline) or a local
 folder; an encoder family (`hf_family.py`: T5/mT5/UMT5, BERT-like encoders, sentence-transformers
 folders, CLIP and CLAP text towers, decoder-only LLMs) loads it, and the width comes from the
-model's config. With the defaults on a T5 (last hidden state, no pooling, no truncation, float32)
-the outputs equal upstream's T5Conditioner on the same weights.
+model's config. With the defaults on a T5 (last hidden state, no pooling, float32) the outputs
+equal upstream's T5Conditioner on the same weights, for texts up to the tokenizer's own length
+limit (512 tokens for T5): longer ones are truncated with a warning, where upstream encodes them
+whole at a memory cost that grows with the square of their length (`max_length=0` lifts it).
 
 Upstream's contract is kept:
 - `tokenize()` does the CPU work up to the host-to-device copy, `forward()` the compute;
@@ -37,6 +39,15 @@ from .hf_sentence_transformers import SentenceTransformersFamily  # noqa: F401
 from .hf_t5 import Seq2SeqEncoderFamily  # noqa: F401
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A tokenizer's `model_max_length` above this is "unset" (transformers uses 1e30) or too long to
+# be a safe default; it is then not used.
+SANE_TOKENIZER_LIMIT = 2**17
+
+
+def tokenizer_limit(tokenizer) -> int | None:
+    """The tokenizer's own `model_max_length` (512 for T5) when it is a real, sane number."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 1 <= limit <= SANE_TOKENIZER_LIMIT else None
 
 
 def load_text_encoder(name: str, pooling: str | None = None, dtype: str | None = None):
@@ -81,8 +92,10 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         layer: which hidden state (0: embeddings, i: after layer i, -2: the one before last);
             None: the model's `last_hidden_state`.
         max_length: truncate longer token sequences to this length, with a warning. None: the
-            family's default (a sentence-transformers `max_seq_length`, the position limit of
-            models with learned positions, no limit for T5).
+            smallest of the family's default (a sentence-transformers `max_seq_length`), the
+            position limit of models with learned positions, and the tokenizer's own
+            `model_max_length` (512 for T5). 0: no limit but the position limit (memory grows
+            with the square of the text's length).
         prompt_template: format of non-empty texts, with one '{}' (e.g. 'query: {}').
         dtype: weights and compute dtype of the encoder ('float32', 'bfloat16', 'float16'; on
             CPU too). None: float32.
@@ -110,8 +123,8 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
                 raise ValueError(f"{option} must be one of {sorted(DTYPES)} or None, got {value!r}")
         if prompt_template is not None and prompt_template.count("{}") != 1:
             raise ValueError(f"prompt_template must contain '{{}}' once, where the text goes; got {prompt_template!r}")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+        if max_length is not None and max_length < 0:
+            raise ValueError(f"max_length must be a positive number of tokens (or 0: no limit), got {max_length}")
         family, tokenizer, encoder = load_text_encoder(str(name), pooling, dtype)
         pooling = family.default_pooling() if pooling is None else pooling
         normalize = family.default_normalize(pooling) if normalize is None else normalize
@@ -124,8 +137,17 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         limit = family.position_limit(encoder)
         if max_length is not None and limit is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds what {name!r} accepts ({limit} positions)")
+        # What a checkpoint's config keeps: the option as given, or the default as it was before the
+        # tokenizer's limit applied, so that configs (and patched upstream reading them) are unchanged.
+        config_max_length = max_length
         if max_length is None:
             max_length = min((n for n in (family.default_max_length(), limit) if n is not None), default=None)
+            config_max_length = max_length
+            own = tokenizer_limit(tokenizer)
+            if own is not None and (max_length is None or own < max_length):
+                max_length = own
+        elif max_length == 0:
+            max_length = limit  # lifted: only what the model can take
         super().__init__(family.width(encoder, pooling), output_dim)
         self.name = str(name)
         self.family = family
@@ -133,7 +155,8 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         self.word_dropout = word_dropout
         self.pooling = pooling
         self.layer = layer
-        self.max_length = max_length
+        self.max_length = max_length  # in effect; `_config_max_length` is what options() writes
+        self._config_max_length = config_max_length
         self.prompt_template = prompt_template
         self.normalize = normalize
         self.dtype = DTYPES[dtype or "float32"]
@@ -221,7 +244,8 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         inputs = self.tokenizer(entries, return_tensors="pt", padding=True)
         if self.max_length is not None and inputs["input_ids"].shape[1] > self.max_length:
             longest = int(inputs["attention_mask"].sum(1).max())
-            warnings.warn(f"{self.name}: a text has {longest} tokens; truncated to max_length={self.max_length}")
+            warnings.warn(f"{self.name}: a text has {longest} tokens; truncated to max_length={self.max_length} "
+                          "(max_length=0 lifts the limit)")
             inputs = self.tokenizer(entries, return_tensors="pt", padding=True, truncation=True,
                                     max_length=self.max_length)
         inputs = {k: v for k, v in inputs.items() if k in self._model_inputs or k == "attention_mask"}
@@ -292,7 +316,7 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         """Constructor options that rebuild it (besides output_dim and device), as checkpoint configs hold them."""
         dtype_names = {value: name for name, value in DTYPES.items()}
         return {"name": self.name, "finetune": self.finetune, "word_dropout": self.word_dropout,
-                "pooling": self.pooling, "layer": self.layer, "max_length": self.max_length,
+                "pooling": self.pooling, "layer": self.layer, "max_length": self._config_max_length,
                 "prompt_template": self.prompt_template, "normalize": self.normalize,
                 "dtype": dtype_names.get(self.dtype), "autocast_dtype": dtype_names.get(self.autocast_dtype),
                 "swapped_projection": self.swapped_projection}

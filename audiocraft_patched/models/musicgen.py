@@ -20,9 +20,8 @@ import torch
 
 from ..data.audio_utils import convert_audio
 from ..modules.conditioners import ConditioningAttributes
-from ..modules.conditioners.audio_embed import as_audio_prompt_list, read_audio_prompt
+from ..modules.conditioners.attributes import build_attributes, set_column, text_attributes
 from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions, melody_window
-from ..modules.conditioners.vision import as_image_list
 from ..modules.errors import ValueAssertionError
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
 from .encodec import CompressionModel
@@ -218,17 +217,10 @@ class MusicGen:
             conditions: instead of the above, per sample a `ConditioningAttributes` or a dict
                 {attribute name: value} (e.g. {'description': 'calm', 'image': 'cat.png'}).
         """
-        if conditions is not None:
-            if any(x is not None for x in (descriptions, images, audio_prompts)):
-                raise ValueError("pass either conditions= or descriptions / images / audio_prompts, not both")
-            attributes = self._attributes_from_conditions(conditions, audio_prompt_sample_rate)
-        elif images is None and audio_prompts is None:
-            if descriptions is None:
-                raise ValueError("nothing to condition on: give descriptions, images=, audio_prompts= or conditions= "
-                                 "(or call generate_unconditional)")
-            attributes = self._text_attributes(self._check_descriptions(descriptions))
-        else:
-            attributes = self._multimodal_attributes(descriptions, images, audio_prompts, audio_prompt_sample_rate)
+        if descriptions is not None and conditions is None:
+            descriptions = self._check_descriptions(descriptions)
+        attributes = build_attributes(self.lm.condition_provider, descriptions, images, audio_prompts,
+                                      audio_prompt_sample_rate, conditions)
         return self._generate(attributes, None, progress, return_tokens)
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
@@ -273,8 +265,7 @@ class MusicGen:
             raise ValueError(f"{len(descriptions)} descriptions for {len(melodies)} melodies: give one of each per "
                              "sample (None for an absent one)")
         attributes = self._text_attributes(descriptions)
-        for sample, melody in zip(attributes, melodies):
-            sample.wav[names[0]] = melody
+        set_column(attributes, "wav", names[0], melodies)
         with provider.conditioners[names[0]].using_stems(melody_stems):
             return self._generate(attributes, None, progress, return_tokens)
 
@@ -287,69 +278,8 @@ class MusicGen:
     def _check_descriptions(descriptions) -> list[str | None]:
         return check_texts(descriptions)  # not a str/bytes/dict, str or None items, valid Unicode
 
-    def _only_conditioner(self, kind: str, argument: str) -> str:
-        """The attribute of the model's one conditioner of `kind` ('image' or 'wav')."""
-        provider = self.lm.condition_provider
-        names = provider.image_conditions if kind == "image" else provider.wav_conditions
-        if len(names) != 1:
-            have = {k: type(v).__name__ for k, v in provider.conditioners.items()}
-            reason = "no" if not names else f"several ({names}) of that kind; use conditions=[{{name: ...}}] with"
-            raise ValueError(f"{argument}= needs a model with one {'image' if kind == 'image' else 'audio'} "
-                             f"conditioner; this one has {reason} (conditioners: {have})")
-        return names[0]
-
-    def _multimodal_attributes(self, descriptions, images, audio_prompts, sample_rate) -> list[ConditioningAttributes]:
-        columns: dict[str, tuple[str, list]] = {}
-        if descriptions is not None:
-            columns["description"] = ("text", self._check_descriptions(descriptions))
-        if images is not None:
-            columns[self._only_conditioner("image", "images")] = ("image", as_image_list(images))
-        if audio_prompts is not None:
-            clips = [read_audio_prompt(p, sample_rate, f"audio prompt {i}")
-                     for i, p in enumerate(as_audio_prompt_list(audio_prompts))]
-            columns[self._only_conditioner("wav", "audio_prompts")] = ("wav", clips)
-        sizes = {name: len(values) for name, (_, values) in columns.items()}
-        if len(set(sizes.values())) != 1 or not next(iter(sizes.values())):
-            raise ValueError(f"give one entry per sample (None for an absent one) to each argument; got {sizes}")
-        attributes = [ConditioningAttributes() for _ in range(next(iter(sizes.values())))]
-        for name, (kind, values) in columns.items():
-            for sample, value in zip(attributes, values):
-                if value is not None or kind != "wav":  # an absent clip is left out: the provider nulls it
-                    sample[kind][name] = value
-        return attributes
-
-    def _attributes_from_conditions(self, conditions, sample_rate) -> list[ConditioningAttributes]:
-        provider = self.lm.condition_provider
-        kinds = {**{n: "text" for n in provider.text_conditions}, **{n: "wav" for n in provider.wav_conditions},
-                 **{n: "image" for n in provider.image_conditions}}
-        conditions = list(conditions)
-        if not conditions:
-            raise ValueError("conditions is empty: give one ConditioningAttributes or dict per sample")
-        attributes = []
-        for i, item in enumerate(conditions):
-            if isinstance(item, ConditioningAttributes):
-                attributes.append(item)
-                continue
-            if not isinstance(item, dict):
-                raise TypeError(f"conditions[{i}] must be a ConditioningAttributes or a dict, "
-                                f"got {type(item).__name__}")
-            unknown = sorted(set(item) - set(kinds))
-            if unknown:
-                raise KeyError(f"conditions[{i}] names {unknown}, which this model has no conditioner for; it has "
-                               f"{kinds}")
-            sample = ConditioningAttributes()
-            for name, value in item.items():
-                if kinds[name] == "wav":
-                    value = read_audio_prompt(value, sample_rate, f"conditions[{i}][{name!r}]")
-                sample[kinds[name]][name] = value
-            attributes.append(sample)
-        return attributes
-
     def _text_attributes(self, descriptions: list[str | None]) -> list[ConditioningAttributes]:
-        # A model without a 'description' conditioner (e.g. image-only) gets no text attribute.
-        has_text = "description" in self.lm.condition_provider.conditioners
-        return [ConditioningAttributes(text={"description": d}) if has_text or d is not None
-                else ConditioningAttributes() for d in descriptions]
+        return text_attributes(self.lm.condition_provider, descriptions)
 
     def _generate(self, attributes: list[ConditioningAttributes], prompt: torch.Tensor | None, progress: bool,
                   return_tokens: bool):
@@ -388,12 +318,18 @@ class MusicGen:
         callback = report if progress else None
         autocast = (torch.autocast(self.device.type, dtype=torch.float16) if self.device.type == "cuda"
                     else nullcontext())
-        lm_timer = _LMTimer(self.lm)
+        provider = self.lm.condition_provider
+        provider.reset_timings()  # it times its own tokenizing and each conditioner's forward
+        lm_seconds = 0.0
 
         def run(prompt, max_gen_len):
-            with autocast, lm_timer:
-                return self.lm.generate(prompt, attributes, callback=callback, max_gen_len=max_gen_len,
-                                        **self.generation_params)
+            nonlocal lm_seconds
+            start = time.perf_counter()
+            with autocast:
+                out = self.lm.generate(prompt, attributes, callback=callback, max_gen_len=max_gen_len,
+                                       **self.generation_params)
+            lm_seconds += time.perf_counter() - start
+            return out
 
         if self.duration <= self.max_duration:
             tokens = run(prompt_tokens, total_len)
@@ -417,8 +353,9 @@ class MusicGen:
                 prompt_len = prompt_tokens.shape[-1]
                 done += stride
             tokens = torch.cat(chunks, dim=-1)
-        self.timings.update(conditioning=lm_timer.conditioning, lm=lm_timer.total - lm_timer.conditioning)
-        self.timings.update({f"conditioning.{name}": t for name, t in lm_timer.per_conditioner.items()})
+        conditioning = sum(provider.timings.values())
+        self.timings.update(conditioning=conditioning, lm=lm_seconds - conditioning)
+        self.timings.update({f"conditioning.{name}": t for name, t in provider.timings.items() if name != "tokenize"})
         return tokens
 
     def generate_audio(self, gen_tokens: torch.Tensor) -> torch.Tensor:
@@ -428,43 +365,3 @@ class MusicGen:
         with torch.no_grad():
             return self.compression_model.decode(gen_tokens, None)
 
-
-class _LMTimer:
-    """Times `lm.generate` calls, the conditioning within them, and each conditioner's forward."""
-
-    def __init__(self, lm: LMModel):
-        self.lm = lm
-        self.total = self.conditioning = 0.0
-        self.per_conditioner: dict[str, float] = {}
-
-    def __enter__(self):
-        self._start = time.perf_counter()
-        original = self.lm.condition_tensors
-
-        def timed(conditions):
-            start = time.perf_counter()
-            out = original(conditions)
-            self.conditioning += time.perf_counter() - start
-            return out
-
-        def before(module, args):
-            module._timer_start = time.perf_counter()
-
-        def after(name):
-            def hook(module, args, output):
-                elapsed = time.perf_counter() - module.__dict__.pop("_timer_start")
-                self.per_conditioner[name] = self.per_conditioner.get(name, 0.0) + elapsed
-            return hook
-
-        self._hooks = []
-        for name, conditioner in self.lm.condition_provider.conditioners.items():
-            self._hooks += [conditioner.register_forward_pre_hook(before),
-                            conditioner.register_forward_hook(after(name))]
-        self.lm.condition_tensors = timed  # instance attribute shadows the method for this call
-        return self
-
-    def __exit__(self, *exc):
-        del self.lm.condition_tensors
-        for hook in self._hooks:
-            hook.remove()
-        self.total += time.perf_counter() - self._start

@@ -14,6 +14,7 @@ Beyond upstream: an `image` kind of attribute (`ConditioningAttributes.image`, r
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import defaultdict
 from copy import deepcopy
 from typing import Any, ClassVar, NamedTuple
@@ -296,6 +297,9 @@ class ImageConditioner(BaseConditioner):
 class ConditioningProvider(nn.Module):
     """Runs every conditioner on its attribute of a batch of `ConditioningAttributes`.
 
+    It keeps the seconds it spends in `timings` (summed until `reset_timings()`): 'tokenize' for
+    all its tokenizing, and one entry per attribute for that conditioner's forward.
+
     Args:
         conditioners: {attribute name: conditioner}.
         device: where tokenized inputs go.
@@ -305,6 +309,13 @@ class ConditioningProvider(nn.Module):
         super().__init__()
         self.device = device
         self.conditioners = nn.ModuleDict(conditioners)
+        self.timings: dict[str, float] = {}
+
+    def reset_timings(self) -> None:
+        self.timings = {}
+
+    def _timed(self, key: str, start: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
 
     @property
     def text_conditions(self) -> list[str]:
@@ -328,6 +339,7 @@ class ConditioningProvider(nn.Module):
         A sample without some attribute of the model gets its null value (None text or image,
         empty wav), so present and absent inputs mix freely in one batch.
         """
+        start = time.perf_counter()
         if not all(isinstance(x, ConditioningAttributes) for x in inputs):
             kinds = sorted({type(x).__name__ for x in inputs})
             raise TypeError(f"expected a list of ConditioningAttributes, got {kinds}")
@@ -348,10 +360,16 @@ class ConditioningProvider(nn.Module):
             tokenized[name] = self.conditioners[name].tokenize(collate_wavs(batches[name]))
         for name in self.image_conditions:
             tokenized[name] = self.conditioners[name].tokenize(batches[name])
+        self._timed("tokenize", start)
         return tokenized
 
     def forward(self, tokenized: dict[str, Any]) -> dict[str, ConditionType]:
-        return {name: self.conditioners[name](inputs) for name, inputs in tokenized.items()}
+        out = {}
+        for name, inputs in tokenized.items():
+            start = time.perf_counter()
+            out[name] = self.conditioners[name](inputs)
+            self._timed(name, start)
+        return out
 
 
 def collate_wavs(conditions: list[WavCondition | None]) -> WavCondition:

@@ -1,6 +1,6 @@
 """SEANet encoder and decoder: the convolutional autoencoder of EnCodec.
 
-Mirrors `audiocraft/modules/seanet.py` and `audiocraft/modules/lstm.py` (audiocraft 1.3.0):
+Mirrors `audiocraft/modules/seanet.py` (audiocraft 1.3.0; its LSTM is `lstm.py`, as upstream's):
 same constructor arguments and the same `nn.Sequential` layout, so that state dict keys
 (`model.<i>.conv.conv.weight_g`, `model.<i>.lstm.weight_ih_l0`, ...) are upstream's.
 """
@@ -14,6 +14,7 @@ from torch import nn
 
 from .conv import StreamableConv1d, StreamableConvTranspose1d
 from .errors import ValueAssertionError
+from .lstm import StreamableLSTM
 
 
 def _activation(name: str, params: dict[str, Any] | None) -> nn.Module:
@@ -27,28 +28,6 @@ def _check_outer_blocks(disable_norm_outer_blocks: int, n_blocks: int) -> None:
     if not 0 <= disable_norm_outer_blocks <= n_blocks:
         raise ValueAssertionError(f"disable_norm_outer_blocks must be in [0, {n_blocks}] "
                          f"(number of blocks), got {disable_norm_outer_blocks}")
-
-
-class StreamableLSTM(nn.Module):
-    """LSTM over time with a residual connection, on conv layout [B, C, T].
-
-    Args:
-        dimension: channels C, both input and hidden size.
-        num_layers: stacked LSTM layers.
-        skip: add the input to the output.
-    """
-
-    def __init__(self, dimension: int, num_layers: int = 2, skip: bool = True):
-        super().__init__()
-        self.skip = skip
-        self.lstm = nn.LSTM(dimension, dimension, num_layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(2, 0, 1)  # [T, B, C]: nn.LSTM is not batch_first
-        y, _ = self.lstm(x)
-        if self.skip:
-            y = y + x
-        return y.permute(1, 2, 0)  # [B, C, T]
 
 
 class SEANetResnetBlock(nn.Module):

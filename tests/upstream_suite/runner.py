@@ -33,6 +33,7 @@ IN_SCOPE = (
     "tests/modules/test_conv.py",
     "tests/modules/test_seanet.py",
     "tests/modules/test_transformer.py",
+    "tests/modules/test_lstm.py",
     "tests/data/test_audio_utils.py",
 )
 # Every other test file of the sdist, with the reason it is not run. A file of the sdist in
@@ -42,7 +43,6 @@ OUT_OF_SCOPE = {
     "tests/adversarial/test_losses.py": "adversarial losses: EnCodec training, not ported",
     "tests/losses/test_losses.py": "spectral/SI-SNR training losses: not ported",
     "tests/modules/test_activations.py": "custom gated activations: no supported model uses them",
-    "tests/modules/test_lstm.py": "upstream's streaming LSTM wrapper is tested only through SEANet here",
     "tests/modules/test_rope.py": "rotary embeddings: no supported model uses them",
     "tests/data/test_audio_dataset.py": "audio datasets (training data loading): not ported",
     "tests/data/test_audio.py": "torchaudio/av reading and mp3/ogg/flac/m4a formats: we read and write WAV only",

@@ -41,6 +41,45 @@ def melody_config(stereo: bool, match_len_on_eval: bool = False) -> tuple[dict, 
     return cfg, codec
 
 
+def composed_melody_config(overrides: tuple[str, ...] = ()):
+    """upstream's own `solver=musicgen/musicgen_melody_32khz`, composed by hydra from its sdist's config tree."""
+    import os
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "upstream_suite"))
+    import runner
+    from hydra import compose, initialize_config_dir
+
+    try:
+        tree = runner.sdist_tree()
+    except runner.SuiteError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs upstream's sdist (its config tree): {err}")
+        pytest.skip(f"upstream sdist unavailable: {err}")
+    with initialize_config_dir(config_dir=str(tree / "config"), version_base="1.1"):
+        return compose(config_name="config", overrides=["solver=musicgen/musicgen_melody_32khz", *overrides])
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("stereo", [False, True], ids=["mono", "stereo"])
+def test_tiny_config_is_upstreams_melody_config_made_small(stereo):
+    """Everything but the sizes (and the T5 name) comes from the real composed solver config."""
+    from omegaconf import OmegaConf
+
+    real = OmegaConf.to_container(composed_melody_config(("channels=2", "interleave_stereo_codebooks.use=true")
+                                                         if stereo else ()), resolve=False)
+    tiny, _ = melody_config(stereo)
+    real["conditioners"]["self_wav"]["chroma_stem"]["sample_rate"] = SR  # was ${sample_rate} (32000)
+    assert real["sample_rate"] == SR and real["channels"] == tiny["channels"]
+    for key in ("conditioners", "fuser", "classifier_free_guidance", "attribute_dropout", "lm_model"):
+        assert tiny[key] == real[key], key
+    assert tiny["interleave_stereo_codebooks"]["use"] == real["interleave_stereo_codebooks"]["use"]
+    sizes = {"dim", "num_heads", "num_layers", "card", "n_q"}
+    assert {k: v for k, v in tiny["transformer_lm"].items() if k not in sizes} == \
+        {k: v for k, v in real["transformer_lm"].items() if k not in sizes | {"q_modeling"}}
+    assert tiny["codebooks_pattern"]["modeling"] == real["codebooks_pattern"]["modeling"] == "delay"
+
+
 def _identity_demucs() -> dict[str, types.ModuleType]:
     """A demucs whose 'separation' puts the whole mix in the vocals stem (the full-mix path, for upstream)."""
 

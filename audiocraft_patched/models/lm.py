@@ -264,7 +264,8 @@ class LMModel(nn.Module):
             attn = self.transformer.layers[0].self_attn
             head_dim = self.dim // attn.num_heads
             capacity += x.shape[1] - sequence.shape[2]  # room for prepended conditions
-            stream.caches = [KVCache.empty(x.shape[0], attn.num_heads, capacity, head_dim, x)
+            # kv_heads: with kv_repeat > 1 fewer key/value heads than query heads are cached
+            stream.caches = [KVCache.empty(x.shape[0], attn.kv_heads, capacity, head_dim, x)
                              for _ in self.transformer.layers]
             stream.positions = self.transformer.positional(0, capacity, 1, x)  # [1, capacity, C], once
             if source is not None:

@@ -440,3 +440,25 @@ def test_cli_melody(our_melody_dir, tiny_musicgen_dir, tmp_path, capsys, monkeyp
     assert "give a melody WAV" in capsys.readouterr().err
     assert main(base + ["--melody", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "d.wav")]) == 2
     assert "no such audio file" in capsys.readouterr().err
+
+
+def test_swap_and_align_keep_the_melody_conditioner(our_melody_dir, tmp_path):
+    """The encoder tools on a melody checkpoint: the text encoder changes, the chroma conditioner stays."""
+    from audiocraft_patched.cli import main
+    from audiocraft_patched.utils.tiny import captions, make_tiny_t5
+
+    student = make_tiny_t5(tmp_path / "student", d_model=48, seed=1)
+    (tmp_path / "captions.txt").write_text("\n".join(captions(24)))
+    assert main(["swap", str(our_melody_dir), "--encoder", str(student), "-o", str(tmp_path / "swapped")]) == 0
+    assert main(["align", str(our_melody_dir), "--student", str(student), "--captions", str(tmp_path / "captions.txt"),
+                 "--steps", "2", "--batch-size", "4", "--losses", "kl=1", "-o", str(tmp_path / "aligned"), "-q"]) == 0
+    original = MusicGen.get_pretrained(str(our_melody_dir), "cpu").lm.condition_provider.conditioners["self_wav"]
+    for name in ("swapped", "aligned"):
+        model = MusicGen.get_pretrained(str(tmp_path / name), "cpu")
+        melody = model.lm.condition_provider.conditioners["self_wav"]
+        assert melody.config() == original.config()
+        assert all(torch.equal(v, original.state_dict()[k]) for k, v in melody.state_dict().items())
+        assert model.lm.condition_provider.conditioners["description"].dim == 48
+        model.set_generation_params(duration=0.3, use_sampling=False)
+        wav = model.generate_with_chroma(["calm piano"], melodies()[:1], SR, melody_stems="full_mix")
+        assert wav.shape[:2] == (1, 1) and torch.isfinite(wav).all()

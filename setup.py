@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         "image": ["pillow"],  # image conditioning (HF image processors read PIL images)
-        "test": ["pytest", "pillow"],
+        "test": ["pytest", "pillow", "hypothesis"],  # hypothesis: the property test of generate
     },
     entry_points={"console_scripts": ["audiocraft-patched=audiocraft_patched.cli:main"]},
 )

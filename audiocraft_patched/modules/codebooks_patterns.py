@@ -151,13 +151,14 @@ class Pattern:
 
 
 class CodebooksPatternProvider:
-    """Makes (and caches) the pattern for a number of timesteps."""
+    """Makes the pattern for a number of timesteps; `cached`: keep the last 100 (generation asks often)."""
 
-    def __init__(self, n_q: int):
+    def __init__(self, n_q: int, cached: bool = True):
         if n_q <= 0:
             raise ValueAssertionError(f"n_q must be positive, got {n_q}")
         self.n_q = n_q
-        self.get_pattern = lru_cache(maxsize=100)(self.get_pattern)  # type: ignore[method-assign]
+        if cached:
+            self.get_pattern = lru_cache(maxsize=100)(self.get_pattern)  # type: ignore[method-assign]
 
     def get_pattern(self, timesteps: int) -> Pattern:
         raise NotImplementedError

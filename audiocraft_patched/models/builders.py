@@ -20,7 +20,7 @@ from ..modules.codebooks_patterns import (
 from ..modules.conditioners import ConditionFuser, ConditioningProvider, LUTConditioner, build_conditioner
 from .encodec import (  # noqa: F401  (re-exported under upstream's names)
     CompressionModel,
-    build_compression_model as get_compression_model,
+    build_compression_model,
     get_debug_compression_model,
     wrap_compression_model as get_wrapped_compression_model,
 )
@@ -83,8 +83,27 @@ def get_conditioner_provider(output_dim: int, cfg: Any) -> ConditioningProvider:
     return ConditioningProvider(conditioners, device=device)
 
 
-def get_lm_model(cfg: Any) -> LMModel:
-    """Build the LM of a MusicGen config (`lm_model: transformer_lm`)."""
+def get_compression_model(cfg: Any, init_weights: bool = True) -> CompressionModel:
+    """Build the compression model of an upstream config (`encodec.build_compression_model`).
+
+    Args:
+        cfg: the config.
+        init_weights: False when a checkpoint replaces every weight next: the model is made on the
+            meta device (no random draws, no memory), then given empty storage on `cfg.device`.
+    """
+    if init_weights:
+        return build_compression_model(as_dict(cfg))
+    cfg = as_dict(cfg)
+    with torch.device("meta"):
+        model = build_compression_model({**cfg, "device": "meta"})
+    return model.to_empty(device=cfg.get("device", "cpu"))
+
+
+def get_lm_model(cfg: Any, init_weights: bool = True) -> LMModel:
+    """Build the LM of a MusicGen config (`lm_model: transformer_lm`).
+
+    `init_weights=False`: for a checkpoint that replaces every weight next (see `LMModel`).
+    """
     cfg = as_dict(cfg)
     if cfg.get("lm_model") != "transformer_lm":
         raise ValueError(f"lm_model {cfg.get('lm_model')!r} is not supported; MusicGen uses 'transformer_lm'")
@@ -111,6 +130,7 @@ def get_lm_model(cfg: Any) -> LMModel:
         attribute_dropout=cfg.get("attribute_dropout") or {},
         dtype=getattr(torch, cfg.get("dtype", "float32")),
         device=device,
+        init_weights=init_weights,
         **kwargs,
     ).to(device)
 

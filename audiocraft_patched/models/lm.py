@@ -13,6 +13,7 @@ default `cfg_coef` and ignores the one passed to `generate`; we use the one pass
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -160,6 +161,9 @@ class LMModel(nn.Module):
         cfg_coef: default classifier-free guidance coefficient.
         attribute_dropout: per-attribute dropout while training.
         two_step_cfg: run conditional and unconditional batches separately.
+        init_weights: False when a checkpoint replaces every weight next: the LM's own layers are
+            then made on the meta device (no random draws, no memory) and given empty storage,
+            which a strict `load_state_dict` fills (the conditioners come built already).
         **kwargs: transformer options (num_layers, causal, cross_attention, bias_ff, ...).
     """
 
@@ -169,7 +173,7 @@ class LMModel(nn.Module):
                  emb_lr: float | None = None, bias_proj: bool = True, weight_init: str | None = None,
                  depthwise_init: str | None = None, zero_bias_init: bool = False, cfg_dropout: float = 0,
                  cfg_coef: float = 1.0, attribute_dropout: dict | None = None, two_step_cfg: bool = False,
-                 **kwargs):
+                 init_weights: bool = True, **kwargs):
         super().__init__()
         for key in _IGNORED:
             kwargs.pop(key, None)
@@ -187,15 +191,23 @@ class LMModel(nn.Module):
         self.dim = dim
         self.pattern_provider = pattern_provider
         self.two_step_cfg = two_step_cfg
-        self.emb = nn.ModuleList([nn.Embedding(card + 1, dim) for _ in range(n_q)])
+        device = kwargs.get("device") or "cpu"
+        if not init_weights:
+            kwargs["device"] = "meta"  # the transformer's layers take it explicitly
+        with nullcontext() if init_weights else torch.device("meta"):
+            self.emb = nn.ModuleList([nn.Embedding(card + 1, dim) for _ in range(n_q)])
+            self.transformer = StreamingTransformer(d_model=dim, num_heads=num_heads,
+                                                    dim_feedforward=int(hidden_scale * dim), norm=norm,
+                                                    norm_first=norm_first, **kwargs)
+            self.out_norm = create_norm_fn(norm, dim) if norm_first else None
+            self.linears = nn.ModuleList([nn.Linear(dim, card, bias=bias_proj) for _ in range(n_q)])
         for emb in self.emb:
             emb.lr = emb_lr
-        self.transformer = StreamingTransformer(d_model=dim, num_heads=num_heads,
-                                                dim_feedforward=int(hidden_scale * dim), norm=norm,
-                                                norm_first=norm_first, **kwargs)
-        self.out_norm = create_norm_fn(norm, dim) if norm_first else None
-        self.linears = nn.ModuleList([nn.Linear(dim, card, bias=bias_proj) for _ in range(n_q)])
-        if weight_init is not None:
+        if not init_weights:
+            for part in (self.emb, self.transformer, self.out_norm, self.linears):
+                if part is not None:
+                    part.to_empty(device=device)
+        elif weight_init is not None:
             self._init_weights(weight_init, depthwise_init, zero_bias_init)
 
     def _init_weights(self, method: str, depthwise_init: str | None, zero_bias_init: bool):

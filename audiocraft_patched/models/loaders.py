@@ -11,7 +11,6 @@ A hub id such as `facebook/musicgen-small` is looked up in the local Hugging Fac
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import zipfile
@@ -96,30 +95,6 @@ def _config(pkg: dict, file: Path) -> dict:
     return builders.as_dict(cfg)
 
 
-@contextlib.contextmanager
-def skip_weight_init():
-    """Skip the random init of our modules while building a model whose weights a checkpoint replaces.
-
-    Loading a strict state dict then overwrites every parameter (a missing one is an error), so
-    the result is the same, minus seconds of random-number generation for a large model, and the
-    global RNG is left untouched. Only torch's layer `reset_parameters` and the LM's own init are
-    skipped: Hugging Face encoders built meanwhile still initialise what their files lack.
-    """
-    from torch import nn
-
-    targets = [(nn.Linear, "reset_parameters"), (nn.Embedding, "reset_parameters"),
-               (nn.LayerNorm, "reset_parameters"), (nn.modules.conv._ConvNd, "reset_parameters"),
-               (LMModel, "_init_weights")]
-    saved = [(cls, name, cls.__dict__[name]) for cls, name in targets]
-    try:
-        for cls, name, _ in saved:
-            setattr(cls, name, lambda self, *args, **kwargs: None)
-        yield
-    finally:
-        for cls, name, fn in saved:
-            setattr(cls, name, fn)
-
-
 def load_compression_model_ckpt(name_or_path: str | Path, cache_dir: str | None = None) -> dict:
     return load_checkpoint(resolve_file(name_or_path, COMPRESSION_FILE, cache_dir))
 
@@ -137,8 +112,8 @@ def load_compression_model(name_or_path: str | Path, device: str | torch.device 
                               "weights; audiocraft_patched loads codecs from exported weights only")
     cfg = _config(pkg, file)
     cfg["device"] = str(device)
-    with skip_weight_init():
-        model = builders.get_compression_model(cfg)
+    # Every tensor is replaced below (strict): no need to draw them at random first.
+    model = builders.get_compression_model(cfg, init_weights=False)
     model.load_state_dict(pkg["best_state"])
     return model.eval()
 
@@ -157,8 +132,10 @@ def load_lm_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     pkg = load_checkpoint(file)
     cfg = lm_config(pkg, file, device)
     resolve_relative_encoders(cfg, file.parent)
-    with skip_weight_init():  # every parameter is overwritten below: no need to draw them at random first
-        model = builders.get_lm_model(cfg)
+    # The LM's weights are replaced below (strict): not drawn at random first (seconds for musicgen-small). The
+    # conditioners' small projections still are, under a forked RNG: loading leaves the caller's RNG as it was.
+    with torch.random.fork_rng(devices=[]):
+        model = builders.get_lm_model(cfg, init_weights=False)
     load_lm_state(model, pkg["best_state"], file)
     model.cfg = cfg
     return model.eval()

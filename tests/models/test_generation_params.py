@@ -107,3 +107,8 @@ def test_nan_weights_stop_generation_at_the_first_step_of_the_pattern(tiny_music
         model.lm.linears[0].weight[3, 0] = math.nan
     with pytest.raises(FloatingPointError, match="at sequence step 1, the logits of sample 0, codebook 0"):
         model.generate(["calm"])
+
+
+def test_lone_surrogate_through_conditions_is_a_clear_error(model):
+    with pytest.raises(ValueError, match=r"text condition 0 holds a lone surrogate '\\udc80' at position 1"):
+        model.generate(conditions=[{"description": "a\udc80"}])

@@ -225,6 +225,14 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         bad = [type(t).__name__ for t in x if t is not None and not isinstance(t, str)]
         if bad:
             raise TypeError(f"text conditions must be str or None, got {sorted(set(bad))}")
+        for i, text in enumerate(x):  # a lone surrogate cannot be encoded; the tokenizer's error would not say so
+            if text is not None and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(f"text condition {i} holds a lone surrogate {text[exc.start]!r} at position "
+                                     f"{exc.start}: not valid Unicode; fix the string (e.g. "
+                                     "text.encode('utf-8', 'replace').decode())") from None
         entries = ["" if t is None else t for t in x]
         if self.word_dropout > 0 and self.training:  # on the user's words, before any template
             entries = [" ".join(w for w in e.split(" ") if random.random() >= self.word_dropout) for e in entries]

@@ -272,6 +272,8 @@ class MusicLMPattern(CodebooksPatternProvider):
 
     def __init__(self, n_q: int, group_by: int = 2):
         super().__init__(n_q)
+        if group_by <= 0 or n_q % group_by:
+            raise ValueAssertionError(f"group_by={group_by} must divide n_q={n_q}")
         self.group_by = group_by
 
     def get_pattern(self, timesteps: int) -> Pattern:

@@ -13,7 +13,8 @@ def test_docstring_example():
 
 @pytest.mark.parametrize("provider", [cp.DelayedPatternProvider(4), cp.ParallelPatternProvider(3),
                                       cp.DelayedPatternProvider(3, [0, 2, 2], flatten_first=2, empty_initial=1),
-                                      cp.CoarseFirstPattern(3, [0, 1]), cp.MusicLMPattern(4, 2)])
+                                      cp.CoarseFirstPattern(3, [0, 1]), cp.MusicLMPattern(4, 2),
+                                      cp.UnrolledPatternProvider(3, [0, 1, 1], [0, 2, 2])])
 def test_sequence_round_trip(provider):
     codes = torch.randint(100, (2, provider.n_q, 7))
     pattern = provider.get_pattern(7)
@@ -26,12 +27,26 @@ def test_sequence_round_trip(provider):
 def test_bad_delays_message():
     with pytest.raises(ValueError, match="non-decreasing"):
         cp.DelayedPatternProvider(3, [0, 2, 1])
+    with pytest.raises(AssertionError, match="share inner step 1 but not their delay"):  # upstream asserts
+        cp.UnrolledPatternProvider(3, [0, 1, 1], [0, 1, 2])
+    with pytest.raises(ValueError, match="group_by=2 must divide n_q=3"):
+        cp.MusicLMPattern(3, 2)
+
+
+def test_unrolled_layout():
+    """n_q=3: codebooks 1 and 2 share an inner step, delayed by 2 positions behind codebook 0."""
+    layout = cp.UnrolledPatternProvider(3, [0, 1, 1], [0, 2, 2]).get_pattern(2).layout
+    assert [[tuple(c) for c in step] for step in layout] == [
+        [], [(0, 0)], [(1, 0)], [(0, 1), (0, 2)], [(2, 0)], [(1, 1), (1, 2)], [(3, 0)]]
 
 
 @pytest.mark.upstream
 @pytest.mark.parametrize("name, args", [("DelayedPatternProvider", (4,)), ("ParallelPatternProvider", (3,)),
                                         ("DelayedPatternProvider", (3, [0, 2, 2], 2, 1)),
-                                        ("CoarseFirstPattern", (3, [0, 1])), ("MusicLMPattern", (4, 2))])
+                                        ("CoarseFirstPattern", (3, [0, 1])), ("MusicLMPattern", (4, 2)),
+                                        ("UnrolledPatternProvider", (3,)),
+                                        ("UnrolledPatternProvider", (3, [0, 1, 1], [0, 5, 5])),
+                                        ("UnrolledPatternProvider", (4, [0, 2, 2, 3], [0, 3, 3, 4]))])
 def test_same_as_upstream(name, args):
     from audiocraft.modules import codebooks_patterns as up
 

@@ -156,3 +156,30 @@ def test_kv_repeat_shares_each_key_head_between_query_heads():
     assert torch.allclose(y, mha.out_proj(ref.transpose(1, 2).flatten(2)), atol=1e-6)
     with pytest.raises(AssertionError):
         StreamingMultiheadAttention(16, 4, kv_repeat=3, custom=True)
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("options", [{"past_context": 3}, {"kv_repeat": 2}, {"qk_layer_norm": True},
+                                     {"cross_attention": True, "qk_layer_norm_cross": True, "norm_first": True}])
+def test_transformer_options_equal_upstream(options):
+    """Same weights, same outputs as upstream's custom attention, in one pass and streamed."""
+    from upstream import import_upstream
+
+    import_upstream()
+    from audiocraft.modules.transformer import StreamingTransformer as UpstreamTransformer
+
+    torch.manual_seed(0)
+    causal = not options.get("cross_attention", False)
+    kwargs = dict(dropout=0.0, custom=True, causal=causal, **options)
+    theirs = UpstreamTransformer(16, 4, 2, **kwargs).eval()
+    ours = StreamingTransformer(16, 4, 2, **kwargs).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x, src = torch.randn(2, 7, 16), torch.randn(2, 5, 16)
+    extra = {"cross_attention_src": src} if options.get("cross_attention") else {}
+    with torch.no_grad():
+        ref = theirs(x, **extra)
+        assert torch.allclose(ours(x, **extra), ref, atol=1e-5)
+        if causal:
+            with ours.streaming():
+                streamed = torch.cat([ours(x[:, a:b]) for a, b in ((0, 1), (1, 4), (4, 7))], dim=1)
+            assert torch.allclose(streamed, ref, atol=1e-5)

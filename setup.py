@@ -25,7 +25,9 @@ setup(
     ],
     extras_require={
         "image": ["pillow"],  # image conditioning (HF image processors read PIL images)
-        "test": ["pytest", "pillow", "hypothesis"],  # hypothesis: the property test of generate
+        "app": ["gradio>=5,<7"],  # `audiocraft-patched app`, the comparison page
+        # hypothesis: the property test of generate; gradio_client + playwright drive the app (with Debian's chromium)
+        "test": ["pytest", "pillow", "hypothesis", "gradio>=5,<7", "gradio_client", "playwright"],
     },
     entry_points={"console_scripts": ["audiocraft-patched=audiocraft_patched.cli:main"]},
 )

@@ -215,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The other verbs live beside what they drive: swap.py, align/, patching/.
     from .align.cli import add_align_parsers
+    from .app import add_app_parser
     from .patching.rebase import add_rebase_parser
     from .swap import add_swap_parser
 
     add_swap_parser(sub)
     add_align_parsers(sub)
     add_rebase_parser(sub)
+    add_app_parser(sub)
     return parser
 
 

@@ -8,13 +8,13 @@ generated from the package (the config and the upstream-side test) live in `patc
 from __future__ import annotations
 
 import ast
-import os
 import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.export import atomic_write
 from .copies import TARGET_PATH, make_upstream_copy
 from .gitrepo import commit_all, format_patches, git, init_repo
 from .upstream import base_tree, check_tree, tree_version
@@ -207,20 +207,13 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
                           "series in it (only patches this tool wrote are removed)")
 
 
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it into place.
+def write_file_atomic(path: Path, data: bytes) -> Path:
+    """Replace `path` through the package's atomic writer (`utils/export.py`).
 
     The rename replaces a link at `path` instead of writing through it, and an interruption
     leaves the old file or the new one, never half of either.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), overwrite=True)
 
 
 def _stale_patch(out_dir: Path, line: str, keep: set[str]) -> Path | None:

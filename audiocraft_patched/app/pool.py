@@ -163,7 +163,10 @@ def encoder_lines(model) -> list[str]:
     lines = []
     for attribute, cond in model.lm.condition_provider.conditioners.items():
         info = cond.describe()
-        lines.append(f"{attribute}: {info['summary']}; output_proj {info['projection']}")
+        summary = info["summary"]
+        if Path(info["source"]).is_absolute():  # a folder: its name says enough, the machine's path does not
+            summary = summary.replace(info["source"], Path(info["source"]).name)
+        lines.append(f"{attribute}: {summary}; output_proj {info['projection']}")
     return lines
 
 

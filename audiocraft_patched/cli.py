@@ -159,6 +159,7 @@ def describe(model) -> list[str]:
     lines.append(f"LM: dim {lm.dim}, {len(layers)} layers, {layers[0].self_attn.num_heads} heads, "
                  f"{sum(p.numel() for p in lm.parameters()) / 1e6:.2f}M params (conditioner encoders excluded "
                  f"unless fine-tuned), cfg_coef {lm.cfg_coef}")
+    lines.append(f"matmul forms: {lm.transformer.matmul_forms.describe()}")
     codec = model.compression_model
     lines.append(f"codec: {type(codec).__name__}, {model.sample_rate} Hz, {model.audio_channels} channel(s), "
                  f"{model.frame_rate:g} frames/s, {sum(p.numel() for p in codec.parameters()) / 1e6:.2f}M params")

@@ -30,7 +30,7 @@ from ..modules.conditioners import (
     ConditioningProvider,
     ConditionType,
 )
-from ..modules.transformer import KVCache, StreamingTransformer, choose_matmul_form, create_norm_fn, linear
+from ..modules.transformer import KVCache, StreamingTransformer, create_norm_fn
 
 ConditionTensors = dict[str, ConditionType]
 
@@ -239,7 +239,8 @@ class LMModel(nn.Module):
     def _heads(self, out: torch.Tensor) -> torch.Tensor:
         if self.out_norm is not None:
             out = self.out_norm(out)
-        return torch.stack([linear(out, head.weight, head.bias) for head in self.linears], dim=1)  # [B, K, S, card]
+        forms = self.transformer.matmul_forms
+        return torch.stack([forms.linear(out, h.weight, h.bias) for h in self.linears], dim=1)  # [B, K, S, card]
 
     def forward(self, sequence: torch.Tensor, conditions: list[ConditioningAttributes],
                 condition_tensors: ConditionTensors | None = None, stage: int = -1) -> torch.Tensor:
@@ -335,7 +336,7 @@ class LMModel(nn.Module):
         if T >= max_gen_len:
             raise ValueError(f"prompt of {T} steps leaves nothing to generate with max_gen_len={max_gen_len}")
         rows = B * (2 if conditions and not two_step_cfg else 1)  # rows of every product in a step
-        choose_matmul_form([layer.linear1.weight for layer in self.transformer.layers], rows)
+        self.transformer.matmul_forms.choose([layer.linear1.weight for layer in self.transformer.layers], rows)
         pattern = self.pattern_provider.get_pattern(max_gen_len)
         unknown = -1  # placeholder for codes not generated yet
         codes = torch.full((B, K, max_gen_len), unknown, dtype=torch.long, device=device)

@@ -17,14 +17,12 @@ Argument errors that upstream asserts raise `ValueAssertionError`.
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import ValueAssertionError
+from .matmul_forms import PLAIN, MatmulForms
 from .streaming import KVCache, StreamingModule  # noqa: F401  (KVCache: generation's caches, lm.py)
 
 _EFFICIENT_ATTENTION_BACKENDS = ("torch", "xformers")
@@ -59,58 +57,6 @@ def create_sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 
     period = torch.full([], max_period, device=positions.device, dtype=dtype)
     phase = positions / (period ** (freqs / (half - 1)))
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
-
-
-# Which form each few-row product takes on this machine, measured by `choose_matmul_form`:
-# (rows, dtype, device type, threads) -> True for `W @ x.T`, False for `F.linear(x, W)`.
-MATMUL_FORMS: dict[tuple, bool] = {}
-
-
-def _form_key(rows: int, dtype: torch.dtype, device: torch.device) -> tuple:
-    return rows, dtype, device.type, torch.get_num_threads()
-
-
-def choose_matmul_form(weights: list[torch.Tensor], rows: int, reps: int = 5) -> bool:
-    """Time `F.linear(x, W)` against `W @ x.T` for `rows` rows over `weights`; remember the faster.
-
-    A generation step multiplies a few rows (batch x 2 for CFG) by every weight matrix, so its
-    cost is streaming the weights from memory, and which form streams them faster depends on the
-    BLAS, the CPU and the dtype. Measured on an AVX-512 Xeon (2 threads): fp32 at 2 rows,
-    `F.linear` 41 GB/s vs `W @ x.T` 20; at 8 rows 14 vs 20; bf16 at 2 rows 27 vs 39 (an EPYC
-    showed the opposite in fp32). So it is measured once per (rows, dtype, threads), over several
-    matrices so that they stream from memory as in a real step (one would sit in cache),
-    alternating the forms and comparing medians. CPU inference only; the forms differ in rounding.
-    """
-    weight = weights[0]
-    key = _form_key(rows, weight.dtype, weight.device)
-    if key not in MATMUL_FORMS:
-        if weight.device.type != "cpu":
-            MATMUL_FORMS[key] = False
-            return False
-        # A private generator: sampling after this must see the global RNG untouched.
-        x = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
-        times: dict[bool, list[float]] = {False: [], True: []}
-        with torch.no_grad():
-            for _ in range(reps):
-                for form in (False, True):
-                    start = time.perf_counter()
-                    for w in weights:
-                        (w @ x.T) if form else F.linear(x, w)
-                    times[form].append(time.perf_counter() - start)
-        # `W @ x.T` only when clearly faster: a tie keeps upstream's form (and its rounding).
-        MATMUL_FORMS[key] = statistics.median(times[True]) < 0.9 * statistics.median(times[False])
-    return MATMUL_FORMS[key]
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, in the form `choose_matmul_form` measured fastest for this many rows (if it did)."""
-    rows = x.numel() // x.shape[-1]
-    if x.requires_grad or not MATMUL_FORMS.get(_form_key(rows, x.dtype, x.device), False):
-        return F.linear(x, weight, bias)
-    out = (weight @ x.reshape(rows, -1).T).T
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def create_norm_fn(norm_type: str, dim: int, **kwargs) -> nn.Module:
@@ -151,6 +97,8 @@ class StreamingMultiheadAttention(StreamingModule):
             `kv_repeat` query heads.
         rope, safe_streaming: upstream options; rotary embeddings are not supported.
     """
+
+    matmul_forms: MatmulForms = PLAIN  # its transformer's, once in one (`use_matmul_forms`)
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  causal: bool = False, past_context: int | None = None, custom: bool = False,
@@ -230,7 +178,7 @@ class StreamingMultiheadAttention(StreamingModule):
 
     def _self_qkv(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Self-attention q [B, H, T, D] and k, v [B, H / kv_repeat, T, D], from one fused product."""
-        projected = linear(query, self.in_proj_weight, self.in_proj_bias)
+        projected = self.matmul_forms.linear(query, self.in_proj_weight, self.in_proj_bias)
         if self.kv_repeat == 1 and not self.qk_layer_norm:
             q, k, v = projected.unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
             return q, k, v
@@ -284,7 +232,7 @@ class StreamingMultiheadAttention(StreamingModule):
                 kv = self.project_kv(key.to(query.dtype), value.to(query.dtype))
             if kv is None:
                 raise ValueAssertionError("cross-attention needs the condition's keys and values")
-            q = linear(query, w[:d], None if b is None else b[:d])
+            q = self.matmul_forms.linear(query, w[:d], None if b is None else b[:d])
             if self.qk_layer_norm:
                 q = self.q_layer_norm(q)
             q = self._heads(q)
@@ -314,7 +262,8 @@ class StreamingMultiheadAttention(StreamingModule):
             q, k, v = q.float(), k.float(), v.float()
         p = self.dropout if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
-        x = linear(x.transpose(1, 2).flatten(2).to(w.dtype), self.out_proj.weight, self.out_proj.bias).to(in_dtype)
+        x = self.matmul_forms.linear(x.transpose(1, 2).flatten(2).to(w.dtype), self.out_proj.weight,
+                                     self.out_proj.bias).to(in_dtype)
         return (x, None) if upstream_form else x
 
 
@@ -325,6 +274,8 @@ class StreamingTransformerLayer(nn.Module):
     `self_attn`, `cross_attention`, `linear1`, `linear2`, `norm1`, `norm2`, `norm_cross`,
     `layer_scale_{1,2,cross}`.
     """
+
+    matmul_forms: MatmulForms = PLAIN  # its transformer's, once in one (`use_matmul_forms`)
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  bias_ff: bool = True, bias_attn: bool = True, causal: bool = False,
@@ -359,8 +310,15 @@ class StreamingTransformerLayer(nn.Module):
             self.layer_scale_cross = scale()
 
     def _ff(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.dropout(self.activation(linear(x, self.linear1.weight, self.linear1.bias)))
-        return self.dropout(linear(hidden, self.linear2.weight, self.linear2.bias))
+        hidden = self.dropout(self.activation(self.matmul_forms.linear(x, self.linear1.weight, self.linear1.bias)))
+        return self.dropout(self.matmul_forms.linear(hidden, self.linear2.weight, self.linear2.bias))
+
+    def use_matmul_forms(self, forms: MatmulForms) -> None:
+        """Take the product forms of the transformer this layer belongs to (and give them to its attentions)."""
+        self.matmul_forms = forms
+        for attention in (self.self_attn, self.cross_attention):
+            if attention is not None:
+                attention.matmul_forms = forms
 
     def _sa(self, x: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None) -> torch.Tensor:
         return self.dropout(self.self_attn(x, cache=cache, attn_mask=mask))
@@ -412,6 +370,9 @@ class StreamingTransformer(StreamingModule):
         self.positional_scale = positional_scale
         self.layers = nn.ModuleList([StreamingTransformerLayer(d_model, num_heads, dim_feedforward, **kwargs)
                                      for _ in range(num_layers)])
+        self.matmul_forms = MatmulForms()  # this model's product forms, shared by its layers (see matmul_forms.py)
+        for layer in self.layers:
+            layer.use_matmul_forms(self.matmul_forms)
 
     def positional(self, offset: int, steps: int, batch: int, x: torch.Tensor) -> torch.Tensor:
         """Sinusoidal embedding of positions [offset, offset + steps) as [B, steps, C]."""

@@ -5,6 +5,7 @@ import torch
 from audiocraft_patched.models import MusicGen
 from audiocraft_patched.models.lm import apply_cfg
 from audiocraft_patched.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes
+from audiocraft_patched.modules.matmul_forms import MatmulForms
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +76,15 @@ def test_bfloat16_generation(tiny_musicgen_dir):
 @pytest.mark.parametrize("w_at_x", [False, True])
 def test_both_matmul_forms_give_the_plain_path_tokens(lm, w_at_x):
     """Whichever product form the machine measures fastest, greedy tokens equal the plain path's."""
-    from audiocraft_patched.modules import transformer
+    import copy
 
     conditions = [ConditioningAttributes(text={"description": t}) for t in ["dark techno", "soft flute"]]
     expected = plain_greedy(lm, conditions, 10, cfg_coef=3.0)
-    key = transformer._form_key(4, torch.float32, torch.device("cpu"))
-    saved = dict(transformer.MATMUL_FORMS)
-    transformer.MATMUL_FORMS[key] = w_at_x
-    try:
-        got = lm.generate(conditions=conditions, max_gen_len=10, use_sampling=False, cfg_coef=3.0)
-    finally:
-        transformer.MATMUL_FORMS.clear()
-        transformer.MATMUL_FORMS.update(saved)
-    assert torch.equal(got, expected)
+    lm = copy.deepcopy(lm)  # its own forms: the fixture's stay as they were
+    forms = lm.transformer.matmul_forms
+    assert all(layer.matmul_forms is forms and layer.self_attn.matmul_forms is forms for layer in lm.transformer.layers)
+    forms.set(4, torch.float32, "cpu", w_at_x)  # 2 samples x 2 for CFG
+    forms.measure = False
+    got = lm.generate(conditions=conditions, max_gen_len=10, use_sampling=False, cfg_coef=3.0)
+    assert torch.equal(got, expected) and forms.forms[MatmulForms.key(4, torch.float32, torch.device("cpu"))] == w_at_x
+    assert ("W @ x.T" if w_at_x else "F.linear") in forms.describe()

@@ -53,8 +53,9 @@ def check_generation_params(*, use_sampling: Any, top_k: Any, top_p: Any, temper
         raise ValueError(f"top_p must be in [0, 1] (0: no nucleus filtering), got {top_p}")
     temperature = _real("temperature", temperature)
     if temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
-        raise ValueError(f"temperature must be 0 (greedy decoding) or at least {MIN_TEMPERATURE:g}, got {temperature:g}: "
-                         "smaller ones overflow the logits; use 0 or use_sampling=False for greedy decoding")
+        raise ValueError(f"temperature must be 0 (greedy decoding) or at least {MIN_TEMPERATURE:g}, got "
+                         f"{temperature:g}: smaller ones overflow the logits; use 0 or use_sampling=False for greedy "
+                         "decoding")
     cfg_coef = _real("cfg_coef", cfg_coef)
     if abs(cfg_coef) > MAX_CFG_COEF:
         raise ValueError(f"cfg_coef must be within +-{MAX_CFG_COEF:g} (typical: 1 to 10), got {cfg_coef:g}")

@@ -11,6 +11,7 @@ No upstream counterpart (upstream trains through dora / hydra solvers).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _value(text: str):
@@ -112,6 +113,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.png and not png_available():  # say it before minutes of work, not after
         raise ValueError("--png needs matplotlib, which is not installed: `pip install matplotlib`, or use --json")
+    existing = [path for path in (args.json, args.png) if path and Path(path).exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
+                              "another path")
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = read_captions(args.captions)[:args.limit or None]
@@ -122,10 +127,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      seed=args.seed, cfg_coef=args.cfg_coef)
     print(format_table(result))
     if args.json:
-        write_json(result, args.json)
+        write_json(result, args.json, overwrite=args.overwrite)
         print(f"wrote {args.json}")
     if args.png:
-        write_png(result, args.png)
+        write_png(result, args.png, overwrite=args.overwrite)
         print(f"wrote {args.png}")
     return 0
 
@@ -180,6 +185,7 @@ def add_align_parsers(subparsers) -> None:
     comp.add_argument("--pooling", default="none", help="pooling of bare encoders (default none: token states)")
     comp.add_argument("--json", default=None, help="write the results as JSON")
     comp.add_argument("--png", default=None, help="write a bar plot (needs matplotlib)")
+    comp.add_argument("--overwrite", action="store_true", help="replace existing --json / --png files")
     comp.add_argument("--device", default="cpu")
     comp.add_argument("--threads", type=int, default=0)
     comp.set_defaults(func=cmd_compare)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..utils.export import save_torch
 
 CAPTION_KEYS = ("description", "caption", "text")
 
@@ -166,9 +167,7 @@ def encode_audio_tokens(items: list[AudioItem], codec, cache_dir: str | Path,
         if scale is not None:
             raise ValueError("this codec renormalizes audio (returns a scale): MusicGen's LM cannot be trained on it")
         codes = codes[0].cpu()
-        tmp = file.with_suffix(f".tmp{os.getpid()}")
-        torch.save(codes, tmp)
-        os.replace(tmp, file)  # atomic: a concurrent or interrupted run never reads half a file
+        save_torch(codes, file, overwrite=True)  # atomic: a concurrent or interrupted run never reads half a file
         out.append(codes)
         computed += 1
     return out, computed

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.export import atomic_write, write_text
 from .data import random_codes
 from .features import conditions, encoder_states, lm_outputs
 from .losses import next_token_kl, top1_agreement
@@ -211,15 +212,15 @@ def _short(label: str, width: int = 48) -> str:
     return label if len(label) <= width else "..." + label[-(width - 3):]
 
 
-def write_json(result: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+def write_json(result: dict, path: str | Path, overwrite: bool = False) -> None:
+    write_text(path, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
 
 
 def png_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def write_png(result: dict, path: str | Path) -> None:
+def write_png(result: dict, path: str | Path, overwrite: bool = False) -> None:
     """Bar chart of every metric per student (needs matplotlib, an optional dependency)."""
     if not png_available():
         raise RuntimeError("writing a PNG plot needs matplotlib, which is not installed: `pip install matplotlib`, "
@@ -241,5 +242,7 @@ def write_png(result: dict, path: str | Path) -> None:
                loc="lower center", fontsize=7, ncol=1)
     fig.suptitle(f"vs teacher {result['teacher']}", fontsize=9)
     fig.tight_layout(rect=(0, 0.08 + 0.05 * len(labels), 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), overwrite=overwrite)
+    finally:
+        plt.close(fig)

@@ -45,6 +45,10 @@ def test_align_compare_and_generate_from_the_command_line(tiny_musicgen_dir, tmp
     for row in (base, aligned):
         assert 0 <= row["cka"] <= 1 and 0 <= row["r@1"] <= row["r@5"] <= 1 and row["kl"] >= 0
     assert aligned["kl"] < base["kl"]
+    with pytest.raises(FileExistsError, match="pass --overwrite"):  # refused before any work
+        main(["compare-encoders", str(tiny_musicgen_dir), str(out), "--captions", str(tmp_path / "held.txt"),
+              "--json", str(report)])
+    assert json.loads(report.read_text()) == result
 
     if png_available():
         main(["compare-encoders", str(tiny_musicgen_dir), str(out), "--captions", str(tmp_path / "held.txt"),

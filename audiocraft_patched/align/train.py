@@ -14,76 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..utils.export import save_torch, write_text
+from ..utils.schedule import warmup_cosine
+from .config import RESUME_KEYS, TrainConfig  # noqa: F401  (TrainConfig: also imported from here)
 from .export import export_musicgen
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 METRICS_FILE = "metrics.json"
-# Settings a resumed run must share with the run that wrote the state (the others may change,
-# e.g. more --steps).
-RESUME_KEYS = ("mode", "model", "student", "adapter", "pooling", "layer", "attribute", "captions", "pairs",
-               "losses", "codes", "code_steps", "manifest", "segment_steps", "lora_rank", "lora_alpha",
-               "lora_targets", "train_encoder", "batch_size", "holdout", "seed")
-
-
-@dataclass
-class TrainConfig:
-    mode: str  # 'align' (no audio: match the teacher) or 'finetune' (audio + captions: the LM's loss)
-    model: str  # source MusicGen: folder or hub id in the local cache (align: the teacher)
-    out: str  # output folder
-    student: str | None = None  # new encoder (hub id or folder); align: required; finetune: optional swap
-    adapter: dict = field(default_factory=lambda: {"kind": "linear"})  # {'kind': linear|mlp|resampler, ...}
-    pooling: str = "none"  # student encoder pooling (HFEncoderConditioner's)
-    layer: int | None = None  # student encoder hidden layer (None: last)
-    attribute: str | None = None  # text attribute to train (None: the model's only one)
-    captions: str | None = None  # align: caption file, one per line
-    pairs: str | None = None  # align: parallel (student, teacher) texts, TSV or JSONL
-    losses: str | dict = "kl"  # align: 'kl', 'xattn', 'feature', weighted like 'kl=1,feature=0.1'
-    codes: str = "random"  # align: code sequences the LM reads: 'random' or 'teacher' (sampled)
-    code_steps: int = 16  # align: timesteps per code sequence
-    manifest: str | None = None  # finetune: JSONL of audio files + captions
-    audio_dir: str | None = None  # finetune: base of relative audio paths (default: the manifest's folder)
-    segment_steps: int = 64  # finetune: codec frames per training segment
-    lora_rank: int = 0  # finetune: LoRA rank on cross-attention (0: none)
-    lora_alpha: float | None = None  # LoRA scale numerator (default: the rank)
-    lora_targets: tuple[str, ...] = ("q", "v")  # of 'q', 'k', 'v', 'out'
-    train_encoder: bool = False  # finetune: train the text encoder too
-    steps: int = 1000
-    batch_size: int = 32  # global: split over the processes
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 0  # linear warmup steps; then cosine decay to 10% of lr at `steps`
-    grad_clip: float = 1.0  # max gradient norm (0: off)
-    holdout: float = 0.1  # held-out fraction (or count if >= 1) of captions / audio files
-    seed: int = 0
-    eval_every: int = 0  # also evaluate every N steps (0: only before and after)
-    save_every: int = 100  # write train_state.pt every N steps
-    log_every: int = 10
-    cache_dir: str | None = None  # features and tokens (default: out/cache)
-    device: str = "cpu"
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.mode not in ("align", "finetune"):
-            raise ValueError(f"mode must be 'align' or 'finetune', got {self.mode!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0; got steps={self.steps}, "
-                             f"batch_size={self.batch_size}, lr={self.lr}")
-        if self.cache_dir is None:
-            self.cache_dir = str(Path(self.out) / "cache")
-        self.lora_targets = tuple(self.lora_targets)
-
-
 @dataclass
 class Dist:
     """This process's place in a distributed run (rank 0 of 1 when alone)."""
@@ -144,10 +89,7 @@ def batch_indices(step: int, train_idx: list[int], batch_size: int, seed: int) -
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
 
 
 def _check_resume(saved: dict, cfg: TrainConfig) -> None:

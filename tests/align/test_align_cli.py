@@ -77,3 +77,35 @@ def test_cli_errors_are_clear(tiny_musicgen_dir, tmp_path):
     with pytest.raises(ValueError, match="no option.*'n_tokens'"):
         main(["align", str(tiny_musicgen_dir), "--student", minilm_dir(), "--captions", str(file), "-o",
               str(tmp_path / "o"), "--adapter", "mlp", "--adapter-option", "n_tokens=3"])
+
+
+def test_training_flags_come_from_train_config():
+    """One dataclass: every flag's default is the config's, and RESUME_KEYS is what the fields mark."""
+    import argparse
+    import dataclasses
+
+    from audiocraft_patched.align.config import RESUME_KEYS, TrainConfig, add_flags, from_args
+
+    for verb, extra in (("align", ["--student", "s", "--captions", "c.txt"]), ("finetune", ["--manifest", "m.jsonl"])):
+        parser = argparse.ArgumentParser()
+        add_flags(parser, verb)
+        cfg = from_args(parser.parse_args(["model", "-o", "out", *extra]), verb)
+        defaults = TrainConfig(mode=verb, model="model", out="out", lr=1e-3 if verb == "align" else 1e-4)
+        expected = {**dataclasses.asdict(defaults), "student": "s" if verb == "align" else None,
+                    "captions": "c.txt" if verb == "align" else None, "manifest": "m.jsonl" if verb == "finetune"
+                    else None}
+        assert dataclasses.asdict(cfg) == expected
+    parser = argparse.ArgumentParser()
+    add_flags(parser, "finetune")
+    cfg = from_args(parser.parse_args(["m", "-o", "o", "--manifest", "x", "--lora-targets", "q, k", "--holdout", "3",
+                                       "--adapter", "mlp", "--adapter-option", "hidden=16", "-q", "--train-encoder"]),
+                    "finetune")
+    assert (cfg.lora_targets, cfg.holdout, cfg.adapter, cfg.progress, cfg.train_encoder) == (
+        ("q", "k"), 3, {"kind": "mlp", "hidden": 16}, False, True)
+    assert set(RESUME_KEYS) == {"mode", "model", "student", "adapter", "pooling", "layer", "attribute", "captions",
+                                "pairs", "losses", "codes", "code_steps", "manifest", "segment_steps", "lora_rank",
+                                "lora_alpha", "lora_targets", "train_encoder", "batch_size", "holdout", "seed"}
+    with pytest.raises(SystemExit):  # align needs one of --captions / --pairs
+        parser = argparse.ArgumentParser()
+        add_flags(parser, "align")
+        parser.parse_args(["m", "-o", "o", "--student", "s"])

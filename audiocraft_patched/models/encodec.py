@@ -311,11 +311,12 @@ def build_compression_model(cfg: dict[str, Any]) -> CompressionModel:
         An `EncodecModel` on `cfg['device']` (default CPU), with fresh weights.
     """
     if cfg.get("compression_model") != "encodec":
-        raise KeyError(f"unexpected compression model {cfg.get('compression_model')!r}; only 'encodec' is ported")
+        raise ValueError(f"compression_model {cfg.get('compression_model')!r} is not supported: only 'encodec' is "
+                         "ported (set compression_model: encodec in the config)")
     kwargs = dict(cfg["encodec"])
     autoencoder, quantizer_name = kwargs.pop("autoencoder"), kwargs.pop("quantizer")
     if autoencoder != "seanet":
-        raise KeyError(f"unexpected autoencoder {autoencoder!r}; only 'seanet' is ported")
+        raise ValueError(f"encodec.autoencoder {autoencoder!r} is not supported: only 'seanet' is ported")
     seanet = dict(cfg["seanet"])
     encoder_overrides = seanet.pop("encoder", None) or {}
     decoder_overrides = seanet.pop("decoder", None) or {}
@@ -328,7 +329,7 @@ def build_compression_model(cfg: dict[str, Any]) -> CompressionModel:
     elif quantizer_name == "no_quant":
         quantizer = DummyQuantizer(**cfg.get("no_quant", {}))
     else:
-        raise KeyError(f"unexpected quantizer {quantizer_name!r}; known: 'rvq', 'no_quant'")
+        raise ValueError(f"encodec.quantizer {quantizer_name!r} is not supported: use 'rvq' or 'no_quant'")
 
     kwargs.pop("renorm", None)  # deprecated upstream, replaced by `renormalize`
     renormalize = kwargs.pop("renormalize", False)

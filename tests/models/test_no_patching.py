@@ -1,4 +1,4 @@
-"""Nothing is patched at run time: loading builds without random init through an argument, timing is the provider's own."""
+"""Nothing is patched at run time: loading skips random init through an argument; the provider times itself."""
 import torch
 from torch import nn
 

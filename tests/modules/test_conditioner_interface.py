@@ -1,4 +1,4 @@
-"""The conditioner interface: config() rebuilds an equal conditioner, forward = project(encode), describe(), fuser.add."""
+"""The conditioner interface: config() rebuilds an equal conditioner, forward = project(encode), describe()."""
 import pytest
 import torch
 

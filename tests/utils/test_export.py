@@ -1,4 +1,4 @@
-"""utils/export.py: atomic writes that never overwrite unless told, and checkpoints whose config comes from the modules."""
+"""utils/export.py: atomic writes that never overwrite unless told; checkpoint configs from the modules."""
 import os
 
 import pytest

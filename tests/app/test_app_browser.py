@@ -52,7 +52,8 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(root / "gr")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "GRADIO_TEMP_DIR": str(root / "gr")}
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "audiocraft_patched.cli", "app", str(swapped), str(broken),
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)

@@ -78,9 +78,12 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     _need(CHROMIUM is not None, "no chromium: apt-get install -y chromium (.ci/run does)")
-    playwright = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else \
-        __import__("playwright.sync_api", fromlist=["sync_playwright"])
-    with playwright.sync_playwright() as p:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    _need(sync_playwright is not None, "no playwright: pip install -e '.[test]'")
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
         browser.close()

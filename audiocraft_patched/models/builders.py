@@ -24,6 +24,7 @@ from .encodec import (  # noqa: F401  (re-exported under upstream's names)
     get_debug_compression_model,
     wrap_compression_model as get_wrapped_compression_model,
 )
+from . import xp_config
 from .lm import LMModel
 
 PATTERNS: dict[str, type[CodebooksPatternProvider]] = {
@@ -83,6 +84,29 @@ def get_conditioner_provider(output_dim: int, cfg: Any) -> ConditioningProvider:
     return ConditioningProvider(conditioners, device=device)
 
 
+def builder_config(cfg: Any, kind: str) -> dict:
+    """The keys an LM (`kind='lm'`) or codec (`'codec'`) builder reads, as a plain resolved dict.
+
+    Takes upstream's OmegaConf config (e.g. hydra-composed, with `???` in `datasource.*`) or a
+    dict: only the keys builders read are resolved, with plain `${path}` interpolation only
+    (`xp_config.py`); a missing one is named in the error.
+    """
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg, resolve=False) if type(cfg).__name__ == "DictConfig" else as_dict(cfg)
+    if kind == "lm":  # the training segment is read by the chroma conditioner only, here
+        return xp_config.select(raw, xp_config.LM_REQUIRED[:-1], (*xp_config.LM_OPTIONAL, "dataset.segment_duration"),
+                                "config")
+    return xp_config.select(raw, xp_config.CODEC_REQUIRED, xp_config.CODEC_OPTIONAL, "config")
+
+
+def compression_skeleton(cfg: Any) -> CompressionModel:
+    """The compression model of `cfg` on the meta device: its structure and shapes, no memory, no random draws."""
+    cfg = builder_config(cfg, "codec")
+    with torch.device("meta"):
+        return build_compression_model({**cfg, "device": "meta"})
+
+
 def get_compression_model(cfg: Any, init_weights: bool = True) -> CompressionModel:
     """Build the compression model of an upstream config (`encodec.build_compression_model`).
 
@@ -91,12 +115,10 @@ def get_compression_model(cfg: Any, init_weights: bool = True) -> CompressionMod
         init_weights: False when a checkpoint replaces every weight next: the model is made on the
             meta device (no random draws, no memory), then given empty storage on `cfg.device`.
     """
+    cfg = builder_config(cfg, "codec")
     if init_weights:
-        return build_compression_model(as_dict(cfg))
-    cfg = as_dict(cfg)
-    with torch.device("meta"):
-        model = build_compression_model({**cfg, "device": "meta"})
-    return model.to_empty(device=cfg.get("device", "cpu"))
+        return build_compression_model(cfg)
+    return compression_skeleton(cfg).to_empty(device=cfg.get("device", "cpu"))
 
 
 def get_lm_model(cfg: Any, init_weights: bool = True) -> LMModel:
@@ -104,7 +126,7 @@ def get_lm_model(cfg: Any, init_weights: bool = True) -> LMModel:
 
     `init_weights=False`: for a checkpoint that replaces every weight next (see `LMModel`).
     """
-    cfg = as_dict(cfg)
+    cfg = builder_config(cfg, "lm")
     if cfg.get("lm_model") != "transformer_lm":
         raise ValueError(f"lm_model {cfg.get('lm_model')!r} is not supported; MusicGen uses 'transformer_lm'")
     kwargs = dict(cfg["transformer_lm"])

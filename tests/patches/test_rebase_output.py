@@ -1,5 +1,4 @@
 """`rebase -o DIR` and `write_series` never delete or overwrite what they did not write (issue 16, item 1)."""
-from pathlib import Path
 
 import pytest
 

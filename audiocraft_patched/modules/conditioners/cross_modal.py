@@ -39,8 +39,7 @@ def attach_conditioner(lm, attribute: str, conditioner: BaseConditioner, fuse: s
         raise ValueError(f"the model already has a conditioner for {attribute!r}; choose another attribute name")
     if fuse not in ConditionFuser.FUSING_METHODS:
         raise ValueError(f"fuse must be one of {ConditionFuser.FUSING_METHODS}, got {fuse!r}")
-    if fuse == "cross" and not any(getattr(layer, "cross_attention", None) is not None
-                                   for layer in lm.transformer.layers):
+    if fuse == "cross" and not any(layer.cross_attention is not None for layer in lm.transformer.layers):
         raise ValueError("this LM has no cross-attention; fuse the new condition with 'prepend' or 'sum'")
     weight = lm.linears[0].weight  # the new condition joins the others in the LM's device and dtype
     provider.conditioners[attribute] = conditioner.to(device=weight.device, dtype=weight.dtype)

@@ -1,5 +1,6 @@
 """Models: MusicGen, its LM and its codec (upstream's `audiocraft.models` names)."""
 from .encodec import CompressionModel, EncodecModel, InterleaveStereoCompressionModel  # noqa: F401
+from .hf_encodec import HFEncodecCompressionModel  # noqa: F401  ({'pretrained': ...} codecs)
 from .lm import LMModel  # noqa: F401
 from .musicgen import MusicGen  # noqa: F401
 from . import builders, loaders  # noqa: F401
@@ -13,7 +14,6 @@ _NOT_SUPPORTED = {
     "DiffusionUnet": "the diffusion decoder (MultiBandDiffusion) and its UNet are not ported",
     "DAC": "only EnCodec compression models are ported",
     "HFEncodecModel": "only audiocraft's own EnCodec is ported",
-    "HFEncodecCompressionModel": "only audiocraft's own EnCodec is ported",
 }
 
 

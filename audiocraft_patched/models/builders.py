@@ -34,7 +34,7 @@ PATTERNS: dict[str, type[CodebooksPatternProvider]] = {
     "musiclm": MusicLMPattern,
 }
 # Conditioners of upstream that this package does not implement, and what they are for.
-_NOT_SUPPORTED = {
+UNSUPPORTED_CONDITIONERS = {
     "clap": "CLAP embedding conditioning",
 }
 
@@ -74,8 +74,8 @@ def get_conditioner_provider(output_dim: int, cfg: Any) -> ConditioningProvider:
         if attribute == "args":  # provider options of older configs, no longer used
             continue
         model = cond_cfg["model"]
-        if model in _NOT_SUPPORTED:
-            raise NotImplementedError(f"conditioner {attribute!r} uses {model!r} ({_NOT_SUPPORTED[model]}), which "
+        if model in UNSUPPORTED_CONDITIONERS:
+            raise NotImplementedError(f"conditioner {attribute!r} uses {model!r} ({UNSUPPORTED_CONDITIONERS[model]}), which "
                                       "audiocraft_patched does not support yet; text-only MusicGen checkpoints work")
         kwargs = {"device": device, **(cond_cfg.get(model) or {})}  # every conditioner takes `device`, as upstream's
         if model == "chroma_stem":  # as upstream: the melody chroma is matched to the training segment length

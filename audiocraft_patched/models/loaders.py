@@ -187,6 +187,7 @@ def check_lm_config(cfg: dict, state: Mapping[str, torch.Tensor], where: Any) ->
     What decides the LM's size (layers, codebooks, width, vocabulary, feed-forward) is compared
     with the state dict's keys and shapes, so a config asking for 10^8 layers is an error at once.
     """
+    check_conditioners(cfg, where)
     lm = cfg["transformer_lm"]
     dim, n_q, card, layers = (_positive(lm, key, where, "transformer_lm") for key in ("dim", "n_q", "card",
                                                                                           "num_layers"))
@@ -208,6 +209,22 @@ def check_lm_config(cfg: dict, state: Mapping[str, torch.Tensor], where: Any) ->
             raise CheckpointError(f"{where}: {key} is {tuple(state[key].shape)}, but transformer_lm (dim {dim}, card "
                                   f"{card}, hidden_scale {hidden}) makes it {shape}; the config does not describe "
                                   "these weights")
+
+
+def check_conditioners(cfg: dict, where: Any) -> None:
+    """Every `conditioners` entry is `{model: NAME, NAME: {...}}` with a NAME this package knows."""
+    from ..modules.conditioners import ENCODERS
+
+    for attribute, entry in (cfg.get("conditioners") or {}).items():
+        if attribute == "args":  # provider options of older configs, not read
+            continue
+        model = entry.get("model") if isinstance(entry, dict) else None
+        if not isinstance(model, str) or not isinstance(entry.get(model) or {}, dict):
+            raise CheckpointError(f"{where}: conditioners.{attribute} must be {{model: NAME, NAME: {{options}}}}, got "
+                                  f"{entry!r}"[:300])
+        if model not in ENCODERS and model not in builders.UNSUPPORTED_CONDITIONERS:
+            raise CheckpointError(f"{where}: conditioners.{attribute} uses the conditioner {model!r}, which "
+                                  f"audiocraft_patched does not know; known: {', '.join(sorted(ENCODERS))}")
 
 
 def check_codec_config(cfg: dict, state: Mapping[str, torch.Tensor], where: Any) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .adapters import build_adapter
+from .projection import project_features
 
 ConditionType = tuple[torch.Tensor, torch.Tensor]  # (condition [B, L, D], mask [B, L])
 
@@ -247,11 +248,7 @@ class BaseConditioner(nn.Module):
         Returns:
             (condition [B, T', output_dim] zero where the mask is 0, mask [B, T']).
         """
-        hidden = hidden.to(self.output_proj.weight)
-        if self.adapter is not None:
-            hidden, mask = self.adapter(hidden, mask)
-        embeds = self.output_proj(hidden)
-        return embeds * mask.unsqueeze(-1).to(embeds.dtype), mask
+        return project_features(hidden, mask, self.output_proj, self.adapter)
 
     def forward(self, inputs: Any) -> ConditionType:
         return self.project(*self.encode(inputs))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .base import ConditionType, TextConditioner
 from .cache import TextEmbeddingCache, cache_key, encoder_fingerprint, model_tensors, weights_state
 from .hf_family import EncoderFamily, FrozenEncoderMixin, find_family, resolve_pretrained
+from .projection import project_features
 from .registry import register_encoder
 # Encoder families register themselves when imported. To add one, write a short file like
 # hf_clap.py and import its class here (one line).
@@ -305,16 +306,11 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
             pooled = F.normalize(pooled, dim=-1)
         return pooled.unsqueeze(1), present
 
-    # `project` and `forward` are written out rather than inherited: patch 0001 copies this class
+    # `project` and `forward` are spelled out rather than inherited: patch 0001 copies this class
     # onto upstream's `TextConditioner`, which has neither.
     def project(self, hidden: torch.Tensor, mask: torch.Tensor) -> ConditionType:
         """Encoder states [B, T, D] -> (condition [B, T', output_dim], mask [B, T']): pool, adapter, `output_proj`."""
-        hidden, mask = self.pool(hidden, mask)
-        hidden = hidden.to(self.output_proj.weight)
-        if self.adapter is not None:
-            hidden, mask = self.adapter(hidden, mask)
-        embeds = self.output_proj(hidden)
-        return embeds * mask.unsqueeze(-1).to(embeds.dtype), mask
+        return project_features(*self.pool(hidden, mask), self.output_proj, self.adapter)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ConditionType:
         return self.project(*self.encode(inputs))

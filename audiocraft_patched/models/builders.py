@@ -75,8 +75,9 @@ def get_conditioner_provider(output_dim: int, cfg: Any) -> ConditioningProvider:
             continue
         model = cond_cfg["model"]
         if model in UNSUPPORTED_CONDITIONERS:
-            raise NotImplementedError(f"conditioner {attribute!r} uses {model!r} ({UNSUPPORTED_CONDITIONERS[model]}), which "
-                                      "audiocraft_patched does not support yet; text-only MusicGen checkpoints work")
+            raise NotImplementedError(f"conditioner {attribute!r} uses {model!r} ({UNSUPPORTED_CONDITIONERS[model]}), "
+                                      "which audiocraft_patched does not support yet; text-only MusicGen checkpoints "
+                                      "work")
         kwargs = {"device": device, **(cond_cfg.get(model) or {})}  # every conditioner takes `device`, as upstream's
         if model == "chroma_stem":  # as upstream: the melody chroma is matched to the training segment length
             kwargs.setdefault("duration", cfg["dataset"]["segment_duration"])

@@ -35,7 +35,7 @@ COMPRESSION_FILE = "compression_state_dict.bin"
 # Config keys of older checkpoints that today's builders no longer accept (upstream deletes them too).
 _LEGACY_KEYS = ("conditioners.self_wav.chroma_stem.cache_path", "conditioners.args.merge_text_conditions_p",
                 "conditioners.args.drop_desc_p")
-# Far above any audiocraft release (musicgen-large's state_dict.bin is 6.5 GB): a size past it is an attack or an accident.
+# Far above any audiocraft release (musicgen-large's state_dict.bin: 6.5 GB): past it, an attack or an accident.
 MAX_CHECKPOINT_BYTES = 64 * 2**30
 _SHOWN = 5  # keys named in an error, the first few
 
@@ -282,7 +282,10 @@ def load_compression_model(name_or_path: str | Path, device: str | torch.device 
     cfg["device"] = str(device)
     state = _state(pkg, file)
     check_codec_config(cfg, state, file)
-    skeleton = builders.compression_skeleton(cfg)  # on the meta device: shapes without memory
+    try:  # on the meta device: shapes without memory
+        skeleton = builders.compression_skeleton(cfg)
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{file}: its codec config cannot be built ({type(exc).__name__}: {exc})") from None
     check_state({k: v.shape for k, v in skeleton.state_dict().items()}, state, file)
     check_finite(state, file)
     model = skeleton.to_empty(device=device)  # every tensor is replaced next (strict)
@@ -345,7 +348,7 @@ def resolve_relative_encoders(cfg: dict, folder: Path) -> None:
 
 
 def load_lm_state(model: LMModel, state: dict[str, torch.Tensor], file: Path | str = "checkpoint") -> None:
-    """Load an LM state dict; a projection of the wrong width, or keys and shapes that differ, get errors naming them."""
+    """Load an LM state dict; a projection of the wrong width, keys or shapes that differ: errors naming them."""
     own = model.state_dict()
     for key, value in state.items():
         if key.endswith("output_proj.weight") and key in own and own[key].shape != value.shape and value.dim() == 2:

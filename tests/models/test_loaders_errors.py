@@ -67,7 +67,7 @@ def test_bad_yaml_and_unknown_conditioner(damaged):
     with pytest.raises(CheckpointError, match="expected a mapping"):
         loaders.load_lm_model(damaged(lambda pkg: pkg.update({"xp.cfg": "- 1\n- 2\n"})))
     unknown = saved["xp.cfg"].replace("model: t5", "model: wordpiece")
-    with pytest.raises(CheckpointError, match="conditioner 'wordpiece', which audiocraft_patched does not know; known:"):
+    with pytest.raises(CheckpointError, match="'wordpiece', which audiocraft_patched does not know; known:"):
         loaders.load_lm_model(damaged(lambda pkg: pkg.update({"xp.cfg": unknown})))
 
 

@@ -1,4 +1,4 @@
-"""`compression_state_dict.bin` = `{'pretrained': NAME}` (issue 11, item 5), against upstream's HFEncodecCompressionModel.
+"""`compression_state_dict.bin` = `{'pretrained': NAME}` (issue 11, item 5), against upstream's wrapper.
 
 A tiny random `transformers.EncodecConfig` model is saved to the session's (fake, offline) HF
 cache as a hub id, and to a folder; both sides wrap the same weights.

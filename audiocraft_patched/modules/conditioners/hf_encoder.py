@@ -73,6 +73,20 @@ def load_text_encoder(name: str, pooling: str | None = None, dtype: str | None =
     return family, tokenizer, model
 
 
+class TextInputs(dict):
+    """What `HFEncoderConditioner.tokenize` returns: the tokenizer outputs, as upstream's dict.
+
+    The embedding cache's part is kept in attributes, not among the model's input tensors:
+    `cache_key` (None when the cache is off) and, on a hit, `cached` = (states, mask).
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], cache_key: str | None = None,
+                 cached: tuple[torch.Tensor, torch.Tensor] | None = None):
+        super().__init__(tensors)
+        self.cache_key = cache_key
+        self.cached = cached
+
+
 @register_encoder("hf", "t5")
 class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
     """Text conditioner on a Hugging Face encoder.
@@ -218,10 +232,11 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
             text = self.prompt_template.replace("{}", text)
         return self.family.prepare_text(text)
 
-    def tokenize(self, x: list[str | None]) -> dict[str, torch.Tensor]:
+    def tokenize(self, x: list[str | None]) -> TextInputs:
         """Texts -> tokenizer outputs on the encoder's device; empty/None rows get a zero mask.
 
-        On a cache hit, returns {'attention_mask': [B, T], 'cached_states': encoder output} instead.
+        With the embedding cache on, the batch's key comes along (`cache_key`), and on a hit the
+        encoder output (`cached`) instead of token ids.
         """
         bad = [type(t).__name__ for t in x if t is not None and not isinstance(t, str)]
         if bad:
@@ -243,11 +258,8 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
             key = cache_key(self.fingerprint(), self._cache_settings(), entries)
             hit = self.cache.get(key, self.device)
             if hit is not None:
-                return {"attention_mask": hit[1], "cached_states": hit[0]}
-        inputs = self._tokenize(entries)
-        if key is not None:
-            inputs["cache_key"] = key  # forward stores the result under it
-        return inputs
+                return TextInputs({"attention_mask": hit[1]}, key, cached=hit)
+        return TextInputs(self._tokenize(entries), key)
 
     def _tokenize(self, entries: list[str]) -> dict[str, torch.Tensor]:
         inputs = self.tokenizer(entries, return_tensors="pt", padding=True)
@@ -269,9 +281,11 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> ConditionType:
         """Tokenized texts -> (hidden states [B, T, D] of the chosen layer ([B, 1, D] for 'projected'), mask [B, T])."""
+        if not isinstance(inputs, TextInputs):  # tokenizer outputs made elsewhere
+            inputs = TextInputs(inputs)
         mask = inputs["attention_mask"]
-        if "cached_states" in inputs:
-            return inputs["cached_states"], mask
+        if inputs.cached is not None:
+            return inputs.cached
         autocast = nullcontext()
         if self.autocast_dtype not in (None, torch.float32) and self.device.type != "cpu":
             autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -279,8 +293,8 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
         # A frozen encoder builds no graph, even while the projection trains.
         with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()), autocast:
             states = self.family.encode(self.encoder, model_inputs, self.layer, self.pooling)
-        if inputs.get("cache_key") is not None and self.cache is not None:
-            self.cache.put(inputs["cache_key"], states, mask)
+        if inputs.cache_key is not None and self.cache is not None:
+            self.cache.put(inputs.cache_key, states, mask)  # computed once: kept for the next identical batch
         return states, mask
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

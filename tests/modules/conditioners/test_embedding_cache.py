@@ -50,7 +50,7 @@ def test_bit_identical_on_or_off(t5_dirs, pooling):
     # depends on the batch's padded length.
     assert len(cached.cache) == len(BATCHES)
     inputs = cached.tokenize(BATCHES[0])
-    assert set(inputs) == {"attention_mask", "cached_states"}
+    assert set(inputs) == {"attention_mask"} and inputs.cached is not None  # a hit: no token ids, the states
     inputs["attention_mask"].zero_()  # whoever gets a hit may modify it: the cache keeps its own copy
     assert_identical(run(cached, BATCHES[0]), run(plain, BATCHES[0]))
 

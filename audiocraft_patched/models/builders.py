@@ -26,6 +26,7 @@ from .encodec import (  # noqa: F401  (re-exported under upstream's names)
 )
 from . import xp_config
 from .lm import LMModel
+from .lm_magnet import MagnetLMModel, magnet_lm_kwargs
 
 PATTERNS: dict[str, type[CodebooksPatternProvider]] = {
     "delay": DelayedPatternProvider,
@@ -128,9 +129,14 @@ def get_lm_model(cfg: Any, init_weights: bool = True) -> LMModel:
     `init_weights=False`: for a checkpoint that replaces every weight next (see `LMModel`).
     """
     cfg = builder_config(cfg, "lm")
-    if cfg.get("lm_model") != "transformer_lm":
-        raise ValueError(f"lm_model {cfg.get('lm_model')!r} is not supported; MusicGen uses 'transformer_lm'")
+    if cfg.get("lm_model") not in ("transformer_lm", "transformer_lm_magnet"):
+        raise ValueError(f"lm_model {cfg.get('lm_model')!r} is not supported; use 'transformer_lm' (MusicGen, "
+                         "AudioGen) or 'transformer_lm_magnet' (MAGNeT)")
     kwargs = dict(cfg["transformer_lm"])
+    lm_class = LMModel
+    if cfg["lm_model"] == "transformer_lm_magnet":  # span length and segment as upstream's load_lm_model_magnet
+        lm_class = MagnetLMModel
+        kwargs.update(magnet_lm_kwargs(cfg))
     n_q = kwargs["n_q"]
     q_modeling = kwargs.pop("q_modeling", None)
     pattern_cfg = cfg.get("codebooks_pattern") or {}
@@ -144,7 +150,7 @@ def get_lm_model(cfg: Any, init_weights: bool = True) -> LMModel:
     if fuser.fuse2cond["cross"]:
         kwargs["cross_attention"] = True  # upstream enforces it the same way
     guidance = cfg["classifier_free_guidance"]
-    return LMModel(
+    return lm_class(
         pattern_provider=get_codebooks_pattern_provider(n_q, pattern_cfg),
         condition_provider=provider,
         fuser=fuser,

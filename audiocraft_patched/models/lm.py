@@ -236,6 +236,11 @@ class LMModel(nn.Module):
         # Python's sum (0 + e0 + e1 + ...): the same additions, in the same order, as upstream.
         return sum(self.emb[k](sequence[:, k]) for k in range(sequence.shape[1]))
 
+    def attention_mask(self, stage: int, steps: int, device: torch.device) -> torch.Tensor | None:
+        """Self-attention mask [steps, steps] when predicting codebook `stage` (-1: all); None: the
+        transformer's own (causal or full). MAGNeT's LM restricts it (`lm_magnet.py`)."""
+        return None
+
     def _heads(self, out: torch.Tensor) -> torch.Tensor:
         if self.out_norm is not None:
             out = self.out_norm(out)
@@ -254,7 +259,8 @@ class LMModel(nn.Module):
         elif conditions:
             raise ValueError("pass either conditions or condition_tensors, not both")
         x, source = self.fuser(self._embed(sequence), condition_tensors)
-        out = self.transformer(x, cross_attention_src=source)
+        mask = self.attention_mask(stage, x.shape[1], x.device)
+        out = self.transformer(x, cross_attention_src=source, src_mask=mask)
         return self._heads(out)[:, :, -S:]  # drop prepended condition positions
 
     def compute_predictions(self, codes: torch.Tensor, conditions: list[ConditioningAttributes],

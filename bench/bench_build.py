@@ -159,8 +159,9 @@ def write_export(folder: Path, shape: Shape, seed: int = 0) -> Path:
     lm = get_lm_model(copy.deepcopy(lm_cfg))  # upstream's init: truncated gaussian, depthwise scaled
     codec = get_compression_model(copy.deepcopy(codec_cfg))
     randomize_codebooks(codec, torch.Generator().manual_seed(seed))
-    save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
-    save_export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
+    # A folder of another shape is rebuilt in place (the marker said so): replacing is intended.
+    save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg, overwrite=True)
+    save_export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg, overwrite=True)
     marker.write_text(spec)
     return folder
 

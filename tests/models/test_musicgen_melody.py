@@ -250,3 +250,30 @@ def test_our_export_loads_in_upstream(stereo, upstream_demucs, tiny_t5_dir, tmp_
     got_wav, tokens = ours.generate_with_chroma(TEXTS[:2], wav, SR, return_tokens=True, melody_stems="full_mix")
     assert torch.equal(tokens, up_tokens)
     torch.testing.assert_close(got_wav, up_wav, atol=1e-5, rtol=0)
+
+
+@pytest.mark.upstream
+def test_export_of_the_composed_config(upstream_demucs, tiny_t5_dir, tmp_path):
+    """An export whose xp.cfg is the whole composed solver config (as real ones are), sizes overridden."""
+    from omegaconf import OmegaConf
+    from audiocraft.models import builders
+
+    cfg = composed_melody_config(("device=cpu", "dataset.segment_duration=18.5", "transformer_lm.dim=32",
+                                  "transformer_lm.num_heads=4", "transformer_lm.num_layers=2", "transformer_lm.card=64"))
+    _, codec_cfg = melody_config(stereo=False)
+    torch.manual_seed(4)
+    lm, codec = builders.get_lm_model(cfg), builders.get_compression_model(OmegaConf.create(codec_cfg))
+    randomize_weights(lm, codec, 4)
+    torch.save({"best_state": lm.state_dict(), "xp.cfg": OmegaConf.to_yaml(cfg), "version": "1.3.0",
+                "exported": True}, tmp_path / "state_dict.bin")
+    save_export(tmp_path / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
+    up, ours = load_pair(tmp_path)
+    for model in (up, ours):
+        model.set_generation_params(duration=0.5, top_k=10)
+    torch.manual_seed(8)
+    up_wav, up_tokens = up.generate_with_chroma(TEXTS, [melodies()[0], None, melodies()[1]], SR, return_tokens=True)
+    torch.manual_seed(8)
+    wav, tokens = ours.generate_with_chroma(TEXTS, [melodies()[0], None, melodies()[1]], SR, return_tokens=True,
+                                            melody_stems="full_mix")
+    assert torch.equal(tokens, up_tokens)
+    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)

@@ -101,6 +101,13 @@ class MusicGen:
     def _load(name: str, device: str | torch.device) -> "MusicGen":
         if name == "debug":
             return MusicGen(name, get_debug_compression_model(device), get_debug_lm_model(device), max_duration=30)
+        if name == "default-zh":  # the default LM and codec, with the Chinese-aligned text conditioner
+            from ..default_model import default_zh_conditioner
+
+            model = MusicGen._load("default", device)
+            model.lm.condition_provider.conditioners["description"] = default_zh_conditioner(model.lm.dim, device)
+            model.name = name
+            return model
         if name == "default":
             from ..default_model import default_model_dir
 
@@ -155,7 +162,8 @@ class MusicGen:
         if attribute not in provider.conditioners:
             raise KeyError(f"this model has no text condition {attribute!r}; it has {sorted(provider.conditioners)}")
         old = provider.conditioners[attribute]
-        kwargs.setdefault("word_dropout", getattr(old, "word_dropout", 0.0))
+        entry = old.config()
+        kwargs.setdefault("word_dropout", entry[entry["model"]].get("word_dropout", 0.0))
         new = swapped_conditioner(name_or_dir, old.output_proj.out_features, old.output_proj.state_dict(),
                                   keep_projection, seed, device=self.device, **kwargs)
         new.to(old.output_proj.weight.device).train(old.training)

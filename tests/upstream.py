@@ -3,9 +3,10 @@
 Upstream imports xformers, spacy, torchaudio, av and librosa at module level, though its
 text-to-music path calls none of them on CPU with the 'torch' attention backend. We put tiny
 stand-ins in ``sys.modules`` that raise if anything in them is actually used, so a parity test
-can never silently run through a stub. Two exceptions, for the melody path: torchaudio's
+can never silently run through a stub. Exceptions: for the melody path, torchaudio's
 ``Spectrogram`` is a working stand-in on ``torch.stft`` (``_Spectrogram``), and librosa is the
-real package when it is installed.
+real package when it is installed; for MAGNeT (which upstream runs on xformers),
+``xformers.ops.memory_efficient_attention`` implements xformers' semantics.
 """
 from __future__ import annotations
 
@@ -47,7 +48,30 @@ def _module(name: str, **attrs) -> types.ModuleType:
 
 
 class _LowerTriangularMask:
-    """Upstream only uses this as a causal flag for the torch SDPA backend."""
+    """Upstream only uses this as a causal flag (torch backend) or as xformers' causal bias (below)."""
+
+
+def _memory_efficient_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_bias=None,
+                                p: float = 0.0, scale: float | None = None) -> torch.Tensor:
+    """xformers.ops.memory_efficient_attention, written from its documented semantics.
+
+    Inputs [B, M, H, K] (time before heads, upstream's xformers layout); `attn_bias` None, a
+    `LowerTriangularMask` (query i sees keys j <= i) or an additive tensor [B, H, M, N];
+    output softmax(q k^T * scale + bias) v, scale 1/sqrt(K) by default. No mask means every
+    query sees every key (non-causal), which MAGNeT's stage 0 relies on; upstream's own torch
+    fallback instead reads any mask as "causal". Dropout is refused (parity runs in eval).
+    """
+    if p:
+        raise RuntimeError("the xformers stand-in runs without dropout (eval mode only)")
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # [B, H, M, K]
+    weights = torch.einsum("bhmk,bhnk->bhmn", q * scale, k)
+    if isinstance(attn_bias, _LowerTriangularMask):
+        M, N = weights.shape[-2:]
+        weights = weights.masked_fill(~torch.ones(M, N, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    elif attn_bias is not None:
+        weights = weights + attn_bias.to(weights.dtype)
+    return torch.einsum("bhmn,bhnk->bhmk", torch.softmax(weights, dim=-1), v).transpose(1, 2)
 
 
 class _Spectrogram(torch.nn.Module):
@@ -85,7 +109,8 @@ def install_stubs() -> None:
     """Register stand-ins for upstream's heavy optional imports (idempotent)."""
     if "audiocraft" in sys.modules:
         return
-    xformers_ops = _module("xformers.ops", unbind=torch.unbind, LowerTriangularMask=_LowerTriangularMask)
+    xformers_ops = _module("xformers.ops", unbind=torch.unbind, LowerTriangularMask=_LowerTriangularMask,
+                           memory_efficient_attention=_memory_efficient_attention)
     stubs = {
         "xformers": _module("xformers", ops=xformers_ops),
         "xformers.ops": xformers_ops,

@@ -1,8 +1,12 @@
-"""Models: MusicGen, its LM and its codec (upstream's `audiocraft.models` names)."""
+"""Models: MusicGen, AudioGen, MAGNeT, their LMs and codecs (upstream's `audiocraft.models` names)."""
 from .encodec import CompressionModel, EncodecModel, InterleaveStereoCompressionModel  # noqa: F401
 from .hf_encodec import HFEncodecCompressionModel  # noqa: F401  ({'pretrained': ...} codecs)
 from .lm import LMModel  # noqa: F401
 from .musicgen import MusicGen  # noqa: F401
+from .lm_magnet import MagnetLMModel  # noqa: F401
+from .audiogen import AudioGen  # noqa: F401
+from .magnet import MAGNeT  # noqa: F401
+from .generators import load_generator  # noqa: F401  (the generator a checkpoint's config names)
 from . import builders, loaders  # noqa: F401
 
 # Upstream names not implemented here: importing one says so and what to use instead, rather

@@ -1,0 +1,149 @@
+"""AudioGen against upstream audiocraft 1.3.0 on the same tiny weights (issue 11, item 2).
+
+The tiny AudioGen is built by upstream's own builders from its hydra-composed solver config
+(`audiogen/audiogen_base_16khz`, T5-large conditioner, 16 kHz EnCodec), randomised and exported
+in upstream's format; both sides load the folder. Also `build_upstream_export`, shared by the
+MAGNeT tests.
+"""
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiocraft_patched.models import AudioGen, MusicGen, load_generator
+from audiocraft_patched.models.generators import generator_kind
+from audiocraft_patched.utils.tiny import make_tiny_t5, randomize_weights
+
+pytestmark = pytest.mark.upstream
+
+TEXTS = ["dog barking in the rain", "a car passing by"]
+TINY_LM = ["transformer_lm.dim=32", "transformer_lm.num_heads=2", "transformer_lm.num_layers=2",
+           "transformer_lm.card=64"]
+# hop 640: 25 frames/s at 16 kHz, 50 at 32 kHz
+TINY_CODEC = ["seanet.dimension=16", "seanet.n_filters=4", "seanet.ratios=[8,5,4,4]", "rvq.bins=64", "rvq.n_q=4"]
+CODEC_SOLVER = {"audiogen/audiogen_base_16khz": "compression/encodec_audiogen_16khz",
+                "magnet/audio_magnet_16khz": "compression/encodec_audiogen_16khz",
+                "magnet/magnet_32khz": "compression/encodec_musicgen_32khz"}
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_large_dir():
+    """A tiny random T5 in the HF cache as 't5-large' (AudioGen's and audio-MAGNeT's encoder; width 1024 as
+    upstream's table says)."""
+    from conftest import put_in_hf_cache
+
+    return put_in_hf_cache("t5-large", lambda f: make_tiny_t5(f, d_model=1024, num_heads=2, d_kv=8, d_ff=32))
+
+
+def build_upstream_export(folder: Path, solver: str, segment_duration: int, seed: int = 0) -> Path:
+    """Upstream's LM and codec, built by its builders from its composed solver configs, randomised, exported."""
+    from audiocraft.models import builders
+    from test_loaders_upstream_configs import compose, export
+
+    models = []
+    for which, overrides in ((solver, [*TINY_LM, f"dataset.segment_duration={segment_duration}"]),
+                             (CODEC_SOLVER[solver], TINY_CODEC)):
+        cfg = compose(which, overrides)
+        built = copy.deepcopy(cfg)
+        built.device = "cpu"  # what upstream's loaders set; the composed value (cuda) stays in the file
+        torch.manual_seed(seed)
+        make = builders.get_lm_model if which == solver else builders.get_compression_model
+        models.append((make(built).eval(), cfg))
+    (lm, lm_cfg), (codec, codec_cfg) = models
+    randomize_weights(lm, codec, seed)
+    export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
+    export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_t5_large_dir, tmp_path_factory):
+    return build_upstream_export(tmp_path_factory.mktemp("audiogen"), "audiogen/audiogen_base_16khz", 3)
+
+
+@pytest.fixture(scope="module")
+def pair(folder):
+    from audiocraft.models import AudioGen as UpstreamAudioGen
+
+    return UpstreamAudioGen.get_pretrained(str(folder), device="cpu"), AudioGen.get_pretrained(str(folder), "cpu")
+
+
+def test_loads_as_audiogen_with_upstream_defaults(pair, folder):
+    up, ours = pair
+    assert generator_kind(folder) == "audiogen" and type(load_generator(folder, "cpu")) is AudioGen
+    assert (ours.sample_rate, ours.frame_rate, ours.max_duration) == (up.sample_rate, up.frame_rate, 3)
+    assert ours.duration == up.duration == 5  # set right after loading, as upstream
+    assert ours.generation_params == up.generation_params
+    ours.set_generation_params()
+    up.set_generation_params()
+    assert (ours.duration, ours.extend_stride, ours.generation_params) == (10, 2, up.generation_params)
+    assert type(ours.lm.condition_provider.conditioners["description"]).__name__ == "HFEncoderConditioner"
+
+
+@pytest.mark.parametrize("params", [dict(use_sampling=False), dict(top_k=10), dict(top_k=0, top_p=0.8),
+                                    dict(top_k=20, two_step_cfg=True)], ids=["greedy", "top_k", "top_p", "two_step"])
+def test_same_tokens_and_audio(pair, params):
+    up, ours = pair
+    for model in (up, ours):
+        model.set_generation_params(duration=0.6, **params)
+    torch.manual_seed(7)
+    up_wav, up_tokens = up.generate(TEXTS, return_tokens=True)
+    torch.manual_seed(7)
+    wav, tokens = ours.generate(TEXTS, return_tokens=True)
+    assert tokens.shape == (2, 4, 15) and torch.equal(tokens, up_tokens)
+    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+
+
+def test_unconditional_continuation_and_windows(pair):
+    """generate_unconditional, generate_continuation, and past max_duration (3 s) by extend_stride (2 s)."""
+    up, ours = pair
+    prompt = torch.randn(2, 1, 4000, generator=torch.Generator().manual_seed(3))
+    calls = {"up": [], "ours": []}
+    for model, key in ((up, "up"), (ours, "ours")):
+        model.set_generation_params(duration=4.0, top_k=15)
+        model.set_custom_progress_callback(lambda done, total, key=key: calls[key].append((done, total)))
+    results = []
+    for run in (lambda m: m.generate_unconditional(2, progress=True, return_tokens=True),
+                lambda m: m.generate_continuation(prompt, 16000, TEXTS, progress=True, return_tokens=True)):
+        for model in (up, ours):
+            torch.manual_seed(11)
+            results.append(run(model)[1])
+    assert results[1].shape[-1] == 100 and torch.equal(results[0], results[1])
+    assert torch.equal(results[2], results[3])
+    assert calls["ours"] and calls["up"]  # the callback is MusicGen's (its counts: tests/models/test_musicgen_api.py)
+
+
+def test_our_export_loads_in_upstream(folder, tmp_path):
+    """The reverse direction: our loaded model, written back by our checkpoint writer, loads in upstream.
+
+    Its config keeps `model: t5` (upstream knows no `hf` conditioner unless patched: patches/)."""
+    from audiocraft.models import AudioGen as UpstreamAudioGen
+    from audiocraft_patched.utils.export import save_checkpoint, copy_file
+
+    ours = AudioGen.get_pretrained(str(folder), "cpu")
+    save_checkpoint(tmp_path / "state_dict.bin", ours.lm.state_dict(), ours.lm.cfg)
+    copy_file(folder / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    up = UpstreamAudioGen.get_pretrained(str(tmp_path), device="cpu")
+    again = load_generator(tmp_path, "cpu")
+    assert type(again) is AudioGen
+    for model in (up, again):
+        model.set_generation_params(duration=0.6, top_k=10)
+    torch.manual_seed(5)
+    up_wav, up_tokens = up.generate(TEXTS, return_tokens=True)
+    torch.manual_seed(5)
+    wav, tokens = again.generate(TEXTS, return_tokens=True)
+    assert torch.equal(tokens, up_tokens)
+    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+
+
+def test_debug_model_and_errors(folder):
+    model = AudioGen.get_pretrained("debug", device="cpu")
+    assert (model.sample_rate, model.max_duration, model.duration) == (16000, 10, 5)
+    with pytest.raises(ValueError, match="not a melody model"):
+        model.generate_with_chroma(["x"], torch.zeros(1, 1, 16000), 16000)
+    from audiocraft_patched.models import MAGNeT
+
+    with pytest.raises(TypeError, match="MagnetLMModel"):
+        MAGNeT("x", model.compression_model, model.lm)
+    assert type(MusicGen.get_pretrained(str(folder), "cpu")) is MusicGen  # as upstream: same LM, MusicGen's API

@@ -183,3 +183,21 @@ def test_transformer_options_equal_upstream(options):
             with ours.streaming():
                 streamed = torch.cat([ours(x[:, a:b]) for a, b in ((0, 1), (1, 4), (4, 7))], dim=1)
             assert torch.allclose(streamed, ref, atol=1e-5)
+
+
+def test_debug_audiogen_shapes_and_upstream_errors():
+    from audiocraft_patched.models import AudioGen
+
+    ag = AudioGen.get_pretrained("debug", device="cpu")
+    assert (ag.frame_rate, ag.sample_rate, ag.audio_channels) == (25, 16000, 1)
+    ag.set_generation_params(duration=0.4, extend_stride=2.0)
+    torch.manual_seed(0)
+    assert list(ag.generate(["dog barking", "rain"]).shape) == [2, 1, 6400]
+    prompt = torch.randn(2, 1, 1600)
+    assert list(ag.generate_continuation(prompt, 16000, ["a", "b"]).shape) == [2, 1, 6400]
+    assert list(ag.generate_continuation(prompt[:1], 16000).shape) == [1, 1, 6400]
+    with pytest.raises(AssertionError, match="3 descriptions for 2 prompts"):
+        ag.generate_continuation(prompt, 16000, ["a", "b", "one too many"])
+    ag.max_duration = 0.4
+    ag.set_generation_params(duration=0.8, extend_stride=0.2)
+    assert list(ag.generate(["wind"]).shape) == [1, 1, 12800]

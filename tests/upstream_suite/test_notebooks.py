@@ -4,7 +4,8 @@ Each notebook's code cells run in order, in one namespace, as a notebook would, 
 `audiocraft` imports rewritten to `audiocraft_patched` and only these substitutions (each listed
 with its reason in SUBSTITUTIONS): tiny local models for the hub names, CPU for "cuda",
 durations of a second, a WAV file of ours for the mp3 assets, our `audio_read` for
-`torchaudio.load`. Every `display_audio` call is recorded and its players checked.
+`torchaudio.load`. Every `display_audio` call is recorded and its players checked. The AudioGen
+and MAGNeT checkpoints are built by upstream's own builders (H-gen's `build_upstream_export`).
 """
 from __future__ import annotations
 
@@ -44,11 +45,16 @@ SUBSTITUTIONS = {
          "one second; chroma of the full mix, as demucs (the stem separator) is not installed in tests"),
         ('"../assets/bach.mp3"', "{wav}", "we read WAV only: a WAV file of ours"),
     ],
-}
-# Notebooks whose generator audiocraft_patched does not have yet, with the reason.
-PENDING = {
-    "audiogen_demo.ipynb": "AudioGen is not in audiocraft_patched yet (issue 9)",
-    "magnet_demo.ipynb": "MAGNeT is not in audiocraft_patched yet",
+    "audiogen_demo.ipynb": COMMON + [
+        ("'facebook/audiogen-medium'", "{audiogen}", "a tiny random AudioGen"),
+        ("duration=5", "duration=1", "one second keeps the test fast"),
+        ('"../assets/sirens_and_a_humming_engine_approach_and_pass.mp3"', "{wav}",
+         "we read WAV only: a WAV file of ours"),
+    ],
+    "magnet_demo.ipynb": [
+        ("'facebook/magnet-small-10secs'", "{magnet}", "a tiny random MAGNeT (2 s segments)"),
+        ("'facebook/audio-magnet-small'", "{audio_magnet}", "a tiny random audio MAGNeT (2 s segments)"),
+    ],
 }
 
 
@@ -114,12 +120,9 @@ def test_display_audio_players():
         notebook.display_audio(wav[0, 0], 16000)  # upstream asserts [B, C, T] or [C, T]
 
 
-def test_musicgen_demo_runs(sdist, tiny_musicgen_dir, tiny_melody_dir, tmp_path, monkeypatch):
-    t = torch.arange(32000 // 2) / 32000  # half a second: the notebook keeps up to 2 s as the prompt
-    audio_write(tmp_path / "bach", (0.3 * torch.sin(2 * math.pi * 220 * t))[None], 32000, strategy="clip")
-    fields = {"musicgen": repr(str(tiny_musicgen_dir)), "melody": repr(str(tiny_melody_dir)),
-              "wav": repr(str(tmp_path / "bach.wav"))}
-    source = prepared_source(sdist, "musicgen_demo.ipynb", fields)
+def run_notebook(tree: Path, name: str, fields: dict[str, str], monkeypatch) -> tuple[dict, list]:
+    """Run the notebook's prepared code; returns its namespace and (shape, rate) of each player shown."""
+    source = prepared_source(tree, name, fields)
     shown: list[tuple[tuple[int, ...], int]] = []
     display_audio = notebook.display_audio
 
@@ -131,7 +134,21 @@ def test_musicgen_demo_runs(sdist, tiny_musicgen_dir, tiny_melody_dir, tmp_path,
     monkeypatch.setattr(notebook, "display_audio", recording_display_audio)
     torch.manual_seed(0)
     namespace = {"__name__": "__notebook__", "torchaudio": types.SimpleNamespace(load=audio_read)}
-    exec(compile(source, "musicgen_demo.ipynb", "exec"), namespace)
+    exec(compile(source, name, "exec"), namespace)
+    return namespace, shown
+
+
+def half_second_wav(folder: Path, sample_rate: int) -> str:
+    """A WAV file standing in for the notebooks' mp3 assets (they keep up to 2 s of it as a prompt)."""
+    t = torch.arange(sample_rate // 2) / sample_rate
+    audio_write(folder / "asset", (0.3 * torch.sin(2 * math.pi * 220 * t))[None], sample_rate, strategy="clip")
+    return repr(str(folder / "asset.wav"))
+
+
+def test_musicgen_demo_runs(sdist, tiny_musicgen_dir, tiny_melody_dir, tmp_path, monkeypatch):
+    fields = {"musicgen": repr(str(tiny_musicgen_dir)), "melody": repr(str(tiny_melody_dir)),
+              "wav": half_second_wav(tmp_path, 32000)}
+    namespace, shown = run_notebook(sdist, "musicgen_demo.ipynb", fields, monkeypatch)
     # Tiny models at 16 kHz (musicgen) and 32 kHz (melody), 1 s each: continuation x2, file
     # continuation, text, melody x2.
     assert shown == [((1, 16000), 32000)] * 2 + [((1, 16000), 32000)] * 2 + [((1, 32000), 32000)] * 2
@@ -139,6 +156,36 @@ def test_musicgen_demo_runs(sdist, tiny_musicgen_dir, tiny_melody_dir, tmp_path,
     assert isinstance(output, tuple) and output[1].shape == (2, 4, 25)  # return_tokens=True: (wav, tokens)
 
 
-@pytest.mark.parametrize("name", sorted(PENDING))
-def test_pending_notebooks(name):
-    pytest.skip(PENDING[name])
+@pytest.fixture(scope="module")
+def upstream_exports(tiny_t5_dir, tmp_path_factory):
+    """Tiny random AudioGen / MAGNeT exports, built by upstream's builders from its composed solver configs."""
+    from conftest import put_in_hf_cache
+
+    from audiocraft_patched.utils.tiny import make_tiny_t5
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
+    from test_audiogen_parity import build_upstream_export
+
+    put_in_hf_cache("t5-large", lambda f: make_tiny_t5(f, d_model=1024, num_heads=2, d_kv=8, d_ff=32))
+    solvers = {"audiogen": ("audiogen/audiogen_base_16khz", 3), "magnet": ("magnet/magnet_32khz", 2),
+               "audio_magnet": ("magnet/audio_magnet_16khz", 2)}
+    return {key: repr(str(build_upstream_export(tmp_path_factory.mktemp(key), solver, seconds)))
+            for key, (solver, seconds) in solvers.items()}
+
+
+@pytest.mark.upstream
+def test_audiogen_demo_runs(sdist, upstream_exports, tmp_path, monkeypatch):
+    fields = {"audiogen": upstream_exports["audiogen"], "wav": half_second_wav(tmp_path, 16000)}
+    _, shown = run_notebook(sdist, "audiogen_demo.ipynb", fields, monkeypatch)
+    # continuation x2, file continuation, text x2: 1 s at 16 kHz each
+    assert shown == [((1, 16000), 16000)] * 5
+
+
+@pytest.mark.upstream
+def test_magnet_demo_runs(sdist, upstream_exports, monkeypatch):
+    fields = {"magnet": upstream_exports["magnet"], "audio_magnet": upstream_exports["audio_magnet"]}
+    namespace, shown = run_notebook(sdist, "magnet_demo.ipynb", fields, monkeypatch)
+    # 3 variations of a 2 s segment, music at 32 kHz, then audio at 16 kHz; decoding steps from
+    # `model.lm.cfg.dataset.segment_duration` (2 s): int(20 * 2 // 10) = 4 for the first codebook.
+    assert shown == [((1, 64000), 32000)] * 3 + [((1, 32000), 16000)] * 3
+    assert namespace["model"].generation_params["decoding_steps"] == [4, 10, 10, 10]

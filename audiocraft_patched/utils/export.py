@@ -22,8 +22,6 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-LM_FILE = "state_dict.bin"  # the names `models/loaders.py` reads (upstream's)
-COMPRESSION_FILE = "compression_state_dict.bin"
 VERSION = "audiocraft_patched"
 
 
@@ -164,6 +162,8 @@ def export_lm(folder: str | Path, lm: torch.nn.Module, cfg: Any, state: Mapping[
         state: the weights to save (default `lm.state_dict()`; e.g. LoRA merged).
         version, overwrite: as in `save_checkpoint`.
     """
+    from ..models.loaders import LM_FILE  # the file name loaders read (upstream's)
+
     state = lm.state_dict() if state is None else state
     return save_checkpoint(Path(folder) / LM_FILE, state, cfg, dict(lm.condition_provider.conditioners), lm.fuser,
                            version, overwrite)

@@ -64,11 +64,13 @@ class AudioGen(MusicGen):
 
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 10.0, cfg_coef: float = 3.0,
-                              two_step_cfg: bool = False, extend_stride: float = 2):
+                              two_step_cfg: bool = False, extend_stride: float | None = 2):
         """Sampling settings for the next calls, with AudioGen's defaults (see `MusicGen.set_generation_params`).
 
-        Past `max_duration` (10 s for audiogen-medium) windows advance by `extend_stride` seconds.
+        Past `max_duration` (10 s for audiogen-medium) windows advance by `extend_stride` seconds
+        (None: AudioGen's 2 s, as when it is not given).
         """
+        extend_stride = 2 if extend_stride is None else extend_stride
         super().set_generation_params(use_sampling=use_sampling, top_k=top_k, top_p=top_p, temperature=temperature,
                                       duration=duration, cfg_coef=cfg_coef, two_step_cfg=two_step_cfg,
                                       extend_stride=extend_stride)

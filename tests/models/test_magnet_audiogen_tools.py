@@ -1,0 +1,101 @@
+"""The encoder swap, the embedding cache, `inspect` and `generate` on AudioGen and MAGNeT checkpoints (issue 11,
+items 6 and 7), on tiny ones built by upstream from its composed solver configs."""
+import pytest
+import torch
+
+from audiocraft_patched.cli import main
+from audiocraft_patched.data.audio import audio_read
+from audiocraft_patched.models import AudioGen, MAGNeT, load_generator
+from audiocraft_patched.utils.tiny import make_tiny_t5
+from test_audiogen_parity import build_upstream_export, tiny_t5_large_dir  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.upstream
+
+TEXTS = ["rain on a tin roof", "a dog barking"]
+KINDS = {"audiogen": ("audiogen/audiogen_base_16khz", AudioGen, 3), "magnet": ("magnet/magnet_32khz", MAGNeT, 2)}
+
+
+@pytest.fixture(scope="module", params=sorted(KINDS))
+def folder(request, tiny_t5_dir, tiny_t5_large_dir, tmp_path_factory):
+    solver, _, seconds = KINDS[request.param]
+    out = build_upstream_export(tmp_path_factory.mktemp(request.param), solver, seconds)
+    yield request.param, out
+    from audiocraft.modules import transformer
+
+    transformer.set_efficient_attention_backend("torch")  # upstream's MAGNeT loader is not run here; to be sure
+
+
+@pytest.fixture(scope="module")
+def other_encoder(tmp_path_factory):
+    """A tiny T5 of another width (48): a swap to it needs a new projection."""
+    return make_tiny_t5(tmp_path_factory.mktemp("t5-48"), d_model=48, num_heads=2, d_kv=8, d_ff=32, seed=3)
+
+
+def _tokens(model, seed=0):
+    if isinstance(model, MAGNeT):
+        model.set_generation_params(use_sampling=False, decoding_steps=[3, 2, 2, 2])
+    else:
+        model.set_generation_params(duration=0.6, use_sampling=False)
+    torch.manual_seed(seed)
+    return model.generate(TEXTS, return_tokens=True)[1]
+
+
+def test_set_text_encoder_and_cache(folder, other_encoder, tiny_t5_dir, tiny_t5_large_dir):
+    kind, path = folder
+    model = load_generator(path, "cpu")
+    assert type(model) is KINDS[kind][1]
+    before = _tokens(model)
+    same = str(tiny_t5_large_dir if kind == "audiogen" else tiny_t5_dir)  # the very encoder it was built with
+    kept = model.set_text_encoder(same)
+    assert kept.projection_origin == "kept" and torch.equal(_tokens(model), before)
+    cache = kept.enable_cache()
+    first, second = _tokens(model), _tokens(model)
+    assert cache.hits > 0 and torch.equal(first, before) and torch.equal(second, before)  # bit-identical with it
+    new = model.set_text_encoder(str(other_encoder))
+    assert new.projection_origin == "new" and new.output_proj.in_features == 48
+    assert _tokens(model).shape == before.shape
+
+
+def test_swap_inspect_generate_cli(folder, other_encoder, tmp_path, capsys):
+    kind, path = folder
+    name = {"audiogen": "AudioGen", "magnet": "MAGNeT"}[kind]
+    assert main(["inspect", str(path)]) == 0
+    assert f"generator: {name}" in capsys.readouterr().out
+    out = tmp_path / "swapped"
+    assert main(["swap", str(path), "--encoder", str(other_encoder), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"generator: {name}" in shown and str(other_encoder) in shown
+    swapped = load_generator(out, "cpu")
+    assert type(swapped) is KINDS[kind][1]
+    assert swapped.lm.condition_provider.conditioners["description"].output_proj.in_features == 48
+    wav_path = tmp_path / "clip.wav"
+    assert main(["generate", str(out), "rain", "-o", str(wav_path), "--seed", "1", "-q"]) == 0
+    wav, rate = audio_read(wav_path)
+    assert rate == swapped.sample_rate
+    if kind == "magnet":  # its own defaults: the whole 2 s segment, cut to whole spans of 3 frames
+        assert wav.shape[-1] == int(2 * swapped.frame_rate) // 3 * 3 * (swapped.sample_rate // swapped.frame_rate)
+    else:  # the CLI's 5 s, past AudioGen's 3 s window by its own 2 s stride
+        assert wav.shape[-1] == 5 * rate
+
+
+def test_cli_settings_reach_the_generator(folder, tmp_path, monkeypatch):
+    """`generate` passes MAGNeT only the flags given (its defaults otherwise); --extend-stride is refused there."""
+    kind, path = folder
+    seen = {}
+    cls = KINDS[kind][1]
+    original = cls.set_generation_params
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "set_generation_params", spy)
+    assert main(["generate", str(path), "wind", "-o", str(tmp_path / "a.wav"), "--seed", "0", "-q", "--top-k", "7",
+                 "--duration", "1"]) == 0
+    if kind == "magnet":
+        assert seen == {"use_sampling": True, "duration": 1.0, "top_k": 7, "top_p": 0.0}
+        assert main(["generate", str(path), "wind", "-o", str(tmp_path / "b.wav"), "--extend-stride", "1"]) == 2
+    else:
+        assert seen["top_k"] == 7 and seen["duration"] == 1.0 and seen["cfg_coef"] == 3.0

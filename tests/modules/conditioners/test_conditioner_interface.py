@@ -88,3 +88,13 @@ def test_registry_names_and_errors():
     with pytest.raises(KeyError, match="unknown conditioner 'nope'"):
         build_conditioner("nope", 4)
     assert ENCODERS["t5"] is ENCODERS["hf"] and ENCODERS["hf"].config_name == "hf"
+
+
+def test_every_registered_conditioner_takes_device():
+    """Builders pass `device` to every conditioner (as upstream), without probing constructors."""
+    import inspect
+
+    for name, cls in ENCODERS.items():
+        assert "device" in inspect.signature(cls.__init__).parameters, name
+    cond = build_conditioner("lut", 4, n_bins=8, dim=4, device="cpu")
+    assert cond.embed.weight.device.type == "cpu"

@@ -32,13 +32,13 @@ def _looks_like_model(arg: str) -> bool:
 
 
 def _load(name: str, device: str, dtype: str | None = None):
-    from .models import MusicGen
+    from .models import load_generator  # MusicGen, AudioGen or MAGNeT, as the checkpoint's config says
 
     if name == "default":
         from .default_model import UNTRAINED_NOTE
 
         print(f"note: {UNTRAINED_NOTE}", file=sys.stderr)
-    return MusicGen.get_pretrained(name, device=device, dtype=dtype)
+    return load_generator(name, device=device, dtype=dtype)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -72,9 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--duration must be > 0 seconds, got {args.duration}")
     torch.set_num_threads(args.threads) if args.threads else None
     model = _load(model_name, args.device, args.dtype)
-    model.set_generation_params(duration=args.duration, top_k=args.top_k, top_p=args.top_p,
-                                temperature=args.temperature, cfg_coef=args.cfg_coef,
-                                use_sampling=not args.greedy, extend_stride=args.extend_stride)
+    model.set_generation_params(**_generation_params(model, args))
     out = Path(args.output)
     stems = [out.with_suffix("")] if count == 1 else [out.with_name(f"{out.stem}_{i}") for i in range(count)]
     for stem in stems:  # refuse before spending minutes generating
@@ -102,7 +100,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         wav, tokens = model.generate(words, progress=True, return_tokens=True)
     bar.close()
     total = time.perf_counter() - start
-    steps = tokens.shape[-1] + model.lm.num_codebooks - 1
+    steps = sum(model.generation_params.get("decoding_steps") or []) or tokens.shape[-1] + model.lm.num_codebooks - 1
     t = model.timings
     per_encoder = ", ".join(f"{key.split('.', 1)[1]} {_encoder_name(model, key.split('.', 1)[1])} {v * 1e3:.1f} ms"
                             for key, v in t.items() if key.startswith("conditioning."))
@@ -117,6 +115,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {path} ({audio.shape[-1] / model.sample_rate:.2f} s, {model.sample_rate} Hz, "
               f"{audio.shape[0]} channel{'s' if audio.shape[0] > 1 else ''})")
     return 0
+
+
+def _generation_params(model, args: argparse.Namespace) -> dict:
+    """The sampling flags as `model.set_generation_params` takes them (MAGNeT has its own set)."""
+    from .models import AudioGen, MAGNeT
+
+    defaults = build_parser().parse_args(["generate"])  # to tell the flags given from the defaults
+    stride = args.extend_stride
+    if not isinstance(model, MAGNeT):
+        if isinstance(model, AudioGen) and stride == defaults.extend_stride:
+            stride = None  # AudioGen's own (2 s)
+        return dict(duration=args.duration, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                    cfg_coef=args.cfg_coef, use_sampling=not args.greedy, extend_stride=stride)
+    if stride != defaults.extend_stride:
+        raise ValueError("--extend-stride does not apply to MAGNeT: it generates its segment "
+                         f"({model.max_duration:g} s) at once")
+    # MAGNeT keeps its own defaults (its whole segment, top_p 0.9, temperature 3 annealed, CFG 10 -> 1);
+    # only the flags given change them, --cfg-coef being where the annealed guidance starts.
+    names = {"duration": "duration", "top_k": "top_k", "top_p": "top_p", "temperature": "temperature",
+             "max_cfg_coef": "cfg_coef"}
+    params = {key: getattr(args, flag) for key, flag in names.items() if getattr(args, flag) != getattr(defaults, flag)}
+    if "top_k" in params and "top_p" not in params:
+        params["top_p"] = 0.0  # else MAGNeT's top_p 0.9 would win over the --top-k asked for
+    return {"use_sampling": not args.greedy, **params}
 
 
 def _read_melodies(args: argparse.Namespace) -> list:
@@ -146,7 +168,9 @@ def _encoder_name(model, attribute: str) -> str:
 def describe(model) -> list[str]:
     """Human-readable summary of a loaded MusicGen."""
     lm = model.lm
-    lines = [f"model: {model.name}"]
+    from .models.generators import describe_generator
+
+    lines = [f"model: {model.name}", f"generator: {describe_generator(model)}"]
     for name, cond in lm.condition_provider.conditioners.items():
         about = cond.describe()  # the projection line says where it comes from: after a swap, maybe random
         lines += [f"conditioner {name!r}: {about['summary']}", f"  output_proj: {about['projection']}"]

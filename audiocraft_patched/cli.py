@@ -1,61 +1,142 @@
-"""Command line: `audiocraft-patched generate` and `audiocraft-patched inspect`.
+"""audiocraft-patched: generate, inspect, swap, align, finetune, compare-encoders, rebase, app (VERB --help).
 
     audiocraft-patched generate "calm piano" -o out.wav            # the embedded default model
     audiocraft-patched generate ./musicgen-small "calm piano" -o out.wav --duration 8
     audiocraft-patched inspect facebook/musicgen-small             # from the local HF cache
+
+Which first positional of `generate` is a model (the rule, also in `generate --help`): a built-in
+name ('default', 'default-zh', 'debug'), or a word without spaces that names an existing path,
+starts with '.' or '~', or contains '/' (a folder or a hub id). Such a word must then resolve to a
+model, or `generate` stops with an error naming it; anything else is a prompt. To use such a
+word as a prompt, name the model first: `generate default "rock/pop"`.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from .utils.threads import thread_count
 
-BUILTIN = ("default", "debug")
+BUILTIN = ("default", "default-zh", "debug")
 
 
-def _looks_like_model(arg: str) -> bool:
-    """Whether the first positional of `generate` names a model rather than a prompt."""
-    if arg in BUILTIN or Path(arg).expanduser().is_dir():
-        return True
+# Said when the embedded models load (not with -q): what they are, in one line.
+EMBEDDED_NOTE = ("{name!r} is a tiny model trained only on synthetic flute/clarinet/trumpet clips, not on real music "
+                 "(README: 'About the embedded default')")
+# Suffixes of audio formats that are not written here: -o with one of them is refused, not renamed.
+OTHER_AUDIO = (".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma")
+
+
+def model_reference(arg: str) -> str | None:
+    """Why the first positional of `generate` reads as a model, or None when it is a prompt (the module's rule)."""
+    if arg in BUILTIN:
+        return "it is a built-in model name"
+    if not arg or any(c.isspace() for c in arg):
+        return None
+    if os.path.lexists(Path(arg).expanduser()):
+        return "it names an existing path"
+    if arg.startswith((".", "~")):
+        return "it starts with '.' or '~' (a path)"
+    if "/" in arg:
+        return "it contains '/' (a folder or a hub id)"
+    return None
+
+
+def _check_model(name: str, why: str) -> None:
+    """Resolve the model read from the first positional now, before anything loads, or say what happened."""
     from .models.loaders import LM_FILE, CheckpointError, resolve_file
+    from .models.musicgen import checkpoint_location
 
-    if arg.count("/") != 1 or " " in arg:
-        return False
+    if name in BUILTIN:
+        return
     try:
-        resolve_file(arg, LM_FILE)
-        return True
-    except CheckpointError:
-        return False
+        resolve_file(checkpoint_location(name), LM_FILE)
+    except CheckpointError as exc:
+        raise CheckpointError(f"model {name!r} not found: {exc} (the first argument is read as a model because {why}; "
+                              f"to use it as a prompt, name the model first: generate default {name!r})") from None
 
 
-def _load(name: str, device: str, dtype: str | None = None):
+def _load(name: str, device: str, dtype: str | None = None, quiet: bool = False):
     from .models import load_generator  # MusicGen, AudioGen or MAGNeT, as the checkpoint's config says
 
-    if name == "default":
-        from .default_model import UNTRAINED_NOTE
-
-        print(f"note: {UNTRAINED_NOTE}", file=sys.stderr)
+    if name in ("default", "default-zh") and not quiet:
+        print(f"note: {EMBEDDED_NOTE.format(name=name)}", file=sys.stderr)
     return load_generator(name, device=device, dtype=dtype)
+
+
+def output_stems(output: str, count: int) -> list[Path] | None:
+    """Where `-o` puts `count` clips: their paths without '.wav' (None: discard them, for -o /dev/null).
+
+    A folder (existing, or written with a trailing '/') receives out.wav (out_0.wav, ... for several);
+    a file name gets '.wav' unless it has it (several clips: NAME_0.wav, ...); other audio formats
+    are refused rather than silently written as WAV.
+    """
+    if output == os.devnull:
+        return None
+    path = Path(output).expanduser()
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        folder, name = path, "out"
+    elif os.path.lexists(path) and not path.is_file():
+        raise ValueError(f"-o {output}: exists and is not a regular file or a folder; give a WAV path or a folder")
+    elif path.suffix.lower() in OTHER_AUDIO:
+        raise ValueError(f"-o {output}: only WAV is written (no encoder for {path.suffix} here); use -o "
+                         f"{path.with_suffix('.wav')} and convert it, e.g. ffmpeg -i {path.with_suffix('.wav')} {path}")
+    else:
+        folder, name = path.parent, path.name[:-4] if path.name.lower().endswith(".wav") else path.name
+    if count == 1:
+        return [folder / name]
+    return [folder / f"{name}_{i}" for i in range(count)]
+
+
+class GenerationProgress:
+    """Progress on stderr: a tqdm bar on a terminal; in a log (not a TTY), one line per quarter of each window."""
+
+    def __init__(self, quiet: bool):
+        from tqdm import tqdm
+
+        self.quiet, self.tty = quiet, sys.stderr.isatty()
+        self.bar = tqdm(total=None, unit="step", desc="generating") if self.tty and not quiet else None
+        self.window, self.base, self.last, self.next = 1, 0, 0, 0.25
+
+    def __call__(self, done: int, total: int) -> None:
+        if done <= self.last:  # steps count on from the previous window's: a new window began
+            self.window, self.base, self.next = self.window + 1, done - 1, 0.25
+        self.last = done
+        steps = done - self.base
+        where = f" (window {self.window})" if self.window > 1 else ""
+        if self.bar is not None:
+            self.bar.set_description(f"generating{where}", refresh=False)
+            self.bar.total, self.bar.n = total, steps
+            self.bar.refresh()
+        elif not self.quiet and steps >= self.next * total:
+            print(f"generating{where}: {steps}/{total} steps ({100 * steps // total}%)", file=sys.stderr, flush=True)
+            while self.next * total <= steps:
+                self.next += 0.25
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from .data.audio import audio_write
     from .data.audio_utils import convert_audio
+    from .utils.devices import check_device
 
     words = list(args.words)
     images, clips = list(args.image or []), list(args.audio_prompt or [])
     melodies = _read_melodies(args)
     model_name = args.model
-    if model_name is None:
-        # With --image / --audio-prompt / --melody a lone positional may be the model: no text is needed then.
-        needed = 1 if images or clips or melodies else 2
-        model_name = words.pop(0) if len(words) >= needed and _looks_like_model(words[0]) else "default"
+    why = model_reference(words[0]) if model_name is None and words else None
+    if why:  # the module's rule: this word is a model, and must be one
+        model_name = words.pop(0)
+        _check_model(model_name, why)
+    model_name = model_name or "default"
     if not words and not images and not clips and not melodies:
         raise ValueError("give at least one prompt, e.g. generate \"calm piano\" -o out.wav (or --image / "
                          "--audio-prompt)")
@@ -70,24 +151,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
         inputs["audio_prompts"] = clips * (count // len(clips))
     if args.duration <= 0:
         raise ValueError(f"--duration must be > 0 seconds, got {args.duration}")
-    torch.set_num_threads(args.threads) if args.threads else None
-    model = _load(model_name, args.device, args.dtype)
-    model.set_generation_params(**_generation_params(model, args))
-    out = Path(args.output)
-    stems = [out.with_suffix("")] if count == 1 else [out.with_name(f"{out.stem}_{i}") for i in range(count)]
-    for stem in stems:  # refuse before spending minutes generating
-        target = stem.with_suffix(".wav")
+    stems = output_stems(args.output, count)
+    for stem in stems or []:  # refuse before spending minutes generating
+        target = stem.with_name(stem.name + ".wav")
         if target.exists() and not args.overwrite:
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it or choose another -o")
-    bar = tqdm(total=None, unit="step", desc="generating", disable=args.quiet)
-
-    def progress(done: int, total: int):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    check_device(args.device)
+    torch.set_num_threads(args.threads) if args.threads else None
+    model = _load(model_name, args.device, args.dtype, args.quiet)
+    model.set_generation_params(**_generation_params(model, args))
+    progress = GenerationProgress(args.quiet)
     model.set_custom_progress_callback(progress)
-    torch.manual_seed(args.seed)
+    seed = args.seed
+    if seed is None:  # drawn, and said, so that any result can be made again
+        seed = int.from_bytes(os.urandom(4), "little") % 2**31
+        print(f"seed: {seed} (drawn; pass --seed {seed} to reproduce)")
+    torch.manual_seed(seed)
     start = time.perf_counter()
     if melodies:
         wavs = [convert_audio(w, rate, model.sample_rate, model.audio_channels) for w, rate in melodies]
@@ -98,7 +177,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         wav, tokens = model.generate(progress=True, return_tokens=True, **inputs)
     else:
         wav, tokens = model.generate(words, progress=True, return_tokens=True)
-    bar.close()
+    progress.close()
     total = time.perf_counter() - start
     steps = sum(model.generation_params.get("decoding_steps") or []) or tokens.shape[-1] + model.lm.num_codebooks - 1
     t = model.timings
@@ -107,7 +186,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"timing: conditioning {t.get('conditioning', 0) * 1e3:.1f} ms ({per_encoder}) | LM {t.get('lm', 0):.2f} s "
           f"({t.get('lm', 0) / max(steps, 1) * 1e3:.1f} ms/step) | decode {t.get('decode', 0):.2f} s | "
           f"total {total:.2f} s")
+    if stems is None:
+        print(f"discarded {len(wav)} clip(s) (-o {args.output})")
+        return 0
     for stem, audio in zip(stems, wav):
+        stem.parent.mkdir(parents=True, exist_ok=True)  # -o new_folder/
         # Loudness normalisation (as upstream's demos) needs 400 ms of audio to measure.
         strategy = "loudness" if audio.shape[-1] >= 0.4 * model.sample_rate else "peak"
         path = audio_write(stem, audio.cpu(), model.sample_rate, strategy=strategy, loudness_compressor=True,
@@ -192,20 +275,31 @@ def describe(model) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from .utils.devices import check_device
+
+    check_device(args.device)
     print("\n".join(describe(_load(args.model, args.device))))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audiocraft-patched", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="audiocraft-patched", description=__doc__.split("\n")[0],
+                                     epilog="`audiocraft-patched VERB --help` describes each verb's arguments.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="text to music",
                          description="generate [MODEL] PROMPT [PROMPT ...]: MODEL is a checkpoint folder, a hub id in "
-                                     "the local Hugging Face cache, 'default' (embedded) or 'debug'; omitted: default")
+                                     "the local Hugging Face cache, 'default' (embedded), 'default-zh' or 'debug'; "
+                                     "omitted: default. The first positional is the model when it is one of those "
+                                     "names or a word without spaces that names an existing path, starts with '.' "
+                                     "or '~', or contains '/'; it must then resolve (else an error names it). "
+                                     "Anything else is a prompt; to use such a word as a prompt, name the model "
+                                     "first: generate default \"rock/pop\"")
     gen.add_argument("words", nargs="*", metavar="[MODEL] PROMPT")
     gen.add_argument("-m", "--model", help="model (instead of the first positional)")
-    gen.add_argument("-o", "--output", default="out.wav", help="output WAV (several prompts: out_0.wav, ...)")
+    gen.add_argument("-o", "--output", default="out.wav",
+                     help="output WAV (several prompts: out_0.wav, ...); a folder (or a path ending in '/') receives "
+                          "out.wav; .mp3 and other formats are refused; /dev/null discards the audio")
     gen.add_argument("--image", action="append", metavar="PATH",
                      help="condition on this image (models with an image conditioner); repeat for several samples")
     gen.add_argument("--audio-prompt", action="append", metavar="PATH",
@@ -217,25 +311,30 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take the melody's chroma from the whole mix instead of removing drums and bass with "
                           "demucs (needed when demucs or its weights are not on this machine; an approximation)")
     gen.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=None,
+                     help="random seed (default: drawn at random and printed, so the result can be made again)")
     gen.add_argument("--top-k", type=int, default=250)
     gen.add_argument("--top-p", type=float, default=0.0)
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--cfg-coef", type=float, default=3.0)
     gen.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
-    gen.add_argument("--extend-stride", type=float, default=18, help="seconds between windows past max_duration")
-    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--extend-stride", type=float, default=None,
+                     help="seconds between windows past the model's max_duration (default: upstream's 18 when the "
+                          "window is longer, else 60%% of the window: 3 s for the 5 s default model)")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps (what this torch has; default cpu)")
     gen.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                      help="LM + text encoder precision (default fp32; bf16 is ~2x faster on recent CPUs)")
     gen.add_argument("--threads", type=thread_count, default=0,
                      help="torch threads, 1 to the CPU count (0: torch's default)")
     gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress and no note about the embedded model")
     gen.set_defaults(func=cmd_generate)
 
     ins = sub.add_parser("inspect", help="describe a model: conditioners, encoder width, codebooks, sizes")
-    ins.add_argument("model", nargs="?", default="default")
-    ins.add_argument("--device", default="cpu")
+    ins.add_argument("model", nargs="?", default="default",
+                     help="a checkpoint folder, a hub id in the local cache, 'default' (the embedded model), "
+                          "'default-zh' or 'debug'")
+    ins.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps (what this torch has)")
     ins.set_defaults(func=cmd_inspect)
 
     # The other verbs live beside what they drive: swap.py, align/, patching/.

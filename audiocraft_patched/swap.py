@@ -45,7 +45,9 @@ def swap_checkpoint(model_name_or_dir: str | Path, encoder: str | Path, out_dir:
         `out_dir`.
     """
     from .models import loaders
+    from .models.musicgen import checkpoint_location
 
+    model_name_or_dir = checkpoint_location(str(model_name_or_dir))  # 'default' as generate reads it
     lm_file = loaders.resolve_file(model_name_or_dir, loaders.LM_FILE)
     codec_file = loaders.resolve_file(model_name_or_dir, loaders.COMPRESSION_FILE)
     out = Path(out_dir).expanduser()
@@ -97,8 +99,8 @@ def add_swap_parser(subparsers) -> argparse.ArgumentParser:
     """Register `swap MODEL --encoder NAME_OR_DIR -o OUT_DIR [...]` on the CLI's subparsers."""
     swap = subparsers.add_parser(
         "swap", help="write a copy of a MusicGen checkpoint with another Hugging Face text encoder",
-        description="swap MODEL --encoder NAME_OR_DIR -o OUT_DIR: MODEL is a checkpoint folder or a hub id in the "
-                    "local Hugging Face cache; the encoder a hub id or a folder (T5, BERT-like, sentence-transformers, "
+        description="swap MODEL --encoder NAME_OR_DIR -o OUT_DIR: MODEL is a checkpoint folder, a hub id in the "
+                    "local Hugging Face cache or 'default' (the embedded model); the encoder a hub id or a folder (T5, BERT-like, sentence-transformers, "
                     "CLIP/CLAP, GPT-2/Llama/Qwen2...). OUT_DIR then loads with `generate OUT_DIR ...`.")
     swap.add_argument("model")
     swap.add_argument("--encoder", required=True, metavar="NAME_OR_DIR")

@@ -142,6 +142,10 @@ def load_side(spec: str, device: str = "cpu", teacher: Side | None = None, seed:
     from ..modules.conditioners import HFEncoderConditioner
     from .tasks import text_attribute
 
+    from ..models.musicgen import IN_MEMORY_MODELS, checkpoint_location
+
+    if spec == "default" or spec in IN_MEMORY_MODELS:
+        spec = checkpoint_location(spec)  # the names generate takes ('default-zh', 'debug': a clear error)
     try:
         resolve_file(spec, LM_FILE)
     except CheckpointError:

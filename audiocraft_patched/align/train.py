@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,10 @@ def train(cfg: TrainConfig) -> dict:
 
     from .tasks import TASKS
 
-    cfg = dataclasses.replace(cfg, device=device_for(cfg))
+    from ..models.musicgen import checkpoint_location
+
+    # The model names generate takes ('default': the embedded model's folder).
+    cfg = dataclasses.replace(cfg, device=device_for(cfg), model=checkpoint_location(cfg.model))
     dist = Dist.from_env(cfg.device)
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {dist.world} processes")
@@ -122,6 +126,15 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
     task = TASKS[cfg.mode](cfg, dist)
+    if cfg.batch_size > len(task.train_idx):
+        # A short caption file (30 captions: 27 after the hold-out) is not an error: each step takes all of them.
+        size = len(task.train_idx) - len(task.train_idx) % dist.world
+        if size == 0:
+            raise ValueError(f"{len(task.train_idx)} training samples cannot be split over {dist.world} processes: "
+                             "give more captions or run fewer processes")
+        warnings.warn(f"batch_size {cfg.batch_size} is larger than the {len(task.train_idx)} training samples; "
+                      f"using {size} (set --batch-size to choose)")
+        cfg = dataclasses.replace(cfg, batch_size=size)
     params = task.trainable()
     names = sorted(params)
     optimizer = torch.optim.AdamW([params[n] for n in names], lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -68,7 +68,9 @@ def check_generation_params(*, use_sampling: Any, top_k: Any, top_p: Any, temper
         extend_stride = _real("extend_stride", extend_stride)
         if not 0 < extend_stride < max_duration or int(extend_stride * frame_rate) < 1:
             raise ValueError(f"generating {duration:g} s needs windows of max_duration={max_duration:g} s advancing "
-                             f"by extend_stride in [{frame:.4g}, {max_duration:g}) s; got {extend_stride:g}")
+                             f"by extend_stride in [{frame:.4g}, {max_duration:g}) s; got {extend_stride:g}: set "
+                             "set_generation_params(extend_stride=...) or the command line's --extend-stride, or "
+                             "leave it unset (None: derived from max_duration)")
 
 
 def check_generation_dict(params: Mapping[str, Any], *, duration: Any, extend_stride: Any, frame_rate: float,

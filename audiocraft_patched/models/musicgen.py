@@ -23,6 +23,7 @@ from ..modules.conditioners import ConditioningAttributes
 from ..modules.conditioners.attributes import build_attributes, set_column, text_attributes
 from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions, melody_window
 from ..modules.errors import ValueAssertionError
+from ..utils.devices import check_device
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
 from .encodec import CompressionModel
 from .generation_params import check_generation_dict, check_generation_params, check_texts
@@ -35,6 +36,41 @@ _HF_MODEL_CHECKPOINTS_MAP = {
     "large": "facebook/musicgen-large",
     "melody": "facebook/musicgen-melody",
 }
+
+
+# Built by `MusicGen.get_pretrained` in memory, with no checkpoint files of their own.
+IN_MEMORY_MODELS = ("debug", "default-zh")
+
+
+def checkpoint_location(name: str) -> str:
+    """Where the checkpoint files of model `name` are: a folder or hub id, as `models/loaders.py` resolves them.
+
+    'default' is the embedded model's folder, upstream's short names ('small', ...) their hub ids;
+    anything else is returned as given. Every verb that reads checkpoint files (generate, inspect,
+    swap, align, compare-encoders) accepts the same names through this.
+    """
+    if name in IN_MEMORY_MODELS:
+        raise ValueError(f"{name!r} is built in memory and has no checkpoint files; give a checkpoint folder, a hub "
+                         "id in the local Hugging Face cache, or 'default' (the embedded model)")
+    if name == "default":
+        from ..default_model import default_model_dir
+
+        return str(default_model_dir())
+    if name in _HF_MODEL_CHECKPOINTS_MAP:
+        warnings.warn(f"short name {name!r} is deprecated upstream; use {_HF_MODEL_CHECKPOINTS_MAP[name]!r}")
+        return _HF_MODEL_CHECKPOINTS_MAP[name]
+    return name
+
+
+# Upstream's stride between windows, made for 30 s windows (12 s of each window is context).
+UPSTREAM_EXTEND_STRIDE = 18.0
+
+
+def default_extend_stride(max_duration: float) -> float:
+    """Upstream's 18 s when it fits in the window, else the same share of it (60%: 3 s of a 5 s window)."""
+    if UPSTREAM_EXTEND_STRIDE < max_duration:
+        return UPSTREAM_EXTEND_STRIDE
+    return round(max_duration * UPSTREAM_EXTEND_STRIDE / 30.0, 6)
 
 
 class MusicGen:
@@ -92,6 +128,7 @@ class MusicGen:
         """
         if device is None:
             device = "cuda" if torch.cuda.device_count() else "cpu"
+        check_device(device)  # a clear error naming the devices this torch has, before any loading
         model = MusicGen._load(name, device)
         if dtype is not None:
             model.set_dtype(dtype)
@@ -172,7 +209,7 @@ class MusicGen:
 
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
-                              two_step_cfg: bool = False, extend_stride: float = 18):
+                              two_step_cfg: bool = False, extend_stride: float | None = None):
         """Sampling settings for the next calls (upstream's defaults).
 
         Args:
@@ -182,8 +219,11 @@ class MusicGen:
             duration: seconds of audio to generate; past `max_duration`, windows overlap.
             cfg_coef: classifier-free guidance coefficient.
             two_step_cfg: run the unconditional batch separately.
-            extend_stride: seconds to advance between windows when `duration > max_duration`.
+            extend_stride: seconds to advance between windows when `duration > max_duration`; None:
+                upstream's 18 s when it is shorter than `max_duration`, else `default_extend_stride`.
         """
+        if extend_stride is None:
+            extend_stride = default_extend_stride(self.max_duration)
         check_generation_params(use_sampling=use_sampling, top_k=top_k, top_p=top_p, temperature=temperature,
                                 cfg_coef=cfg_coef, two_step_cfg=two_step_cfg, duration=duration,
                                 extend_stride=extend_stride, frame_rate=self.frame_rate,
@@ -321,7 +361,8 @@ class MusicGen:
             if self._progress_callback is not None:
                 self._progress_callback(generated + done, to_generate)
             else:
-                print(f"{generated + done: 6d} / {to_generate: 6d}", end="\r")
+                # Flushed: a terminal's stdout is line-buffered, and "\r" alone would show nothing until the end.
+                print(f"{generated + done: 6d} / {to_generate: 6d}", end="\r", flush=True)
 
         callback = report if progress else None
         autocast = (torch.autocast(self.device.type, dtype=torch.float16) if self.device.type == "cuda"

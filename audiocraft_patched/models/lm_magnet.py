@@ -88,7 +88,7 @@ class MagnetLMModel(LMModel):
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor | None = None, conditions: list[ConditioningAttributes] | None = None,
                  num_samples: int | None = None, max_gen_len: int = 256, use_sampling: bool = True,
-                 temp: float = 3.0, top_k: int = 0, top_p: float = 0.9, cfg_coef: float | None = None,
+                 temp: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg_coef: float | None = None,
                  two_step_cfg: bool | None = None, remove_prompts: bool = False, check: bool = False,
                  callback: Callable[[int, int], None] | None = None, max_cfg_coef: float = 10.0,
                  min_cfg_coef: float = 1.0, decoding_steps: list[int] | tuple[int, ...] = (20, 10, 10, 10),
@@ -102,7 +102,8 @@ class MagnetLMModel(LMModel):
             num_samples: batch size when neither prompt nor conditions are given.
             max_gen_len: timesteps to produce (with non-overlapping spans, the last T % span_len are dropped).
             use_sampling, temp, top_k, top_p: sampling; `temp` is the start of a linear decay to 0
-                over each stage's steps when `anneal_temp`.
+                over each stage's steps when `anneal_temp`. The defaults are `LMModel.generate`'s, as
+                upstream; MAGNeT's own (top_p 0.9, temp 3) come from `MAGNeT.set_generation_params`.
             max_cfg_coef, min_cfg_coef: CFG coefficient, moved from max to min as the masking rate falls.
             decoding_steps: rounds per codebook, one entry per codebook.
             span_scoring: confidence of a span: its most ('max') or all ('prod') tokens' probabilities.

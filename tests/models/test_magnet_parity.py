@@ -173,3 +173,18 @@ def test_bad_settings_are_named(pair):
     _, tokens = ours.generate(TEXTS[:1], return_tokens=True)
     assert tokens.shape == (1, 4, int(ours.frame_rate) // 3 * 3)
     ours.set_generation_params(duration=2)
+
+
+@pytest.mark.parametrize("options", [dict(span_scoring="prod", top_k=0, top_p=0.9, temp=3.0),
+                                     dict(anneal_temp=False, top_k=0),
+                                     dict(span_arrangement="stride1", span_scoring="prod", top_k=0, top_p=0.5)],
+                         ids=["prod", "no_anneal", "stride1_prod"])
+def test_lm_generate_options_beyond_the_model_api(pair, options):
+    """`MagnetLMModel.generate` options that `MAGNeT.set_generation_params` does not expose, as upstream's LM."""
+    up, ours = pair
+    kwargs = dict(max_gen_len=40, decoding_steps=[4, 2, 2, 2], **options)
+    torch.manual_seed(3)
+    expected = up.lm.generate(None, attributes(TEXTS, True), **kwargs)
+    torch.manual_seed(3)
+    got = ours.lm.generate(None, attributes(TEXTS, False), **kwargs)
+    assert torch.equal(got, expected)

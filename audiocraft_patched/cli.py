@@ -126,7 +126,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .data.audio import audio_write
     from .data.audio_utils import convert_audio
-    from .utils.devices import check_device
+    from .models.devices import check_device
 
     words = list(args.words)
     images, clips = list(args.image or []), list(args.audio_prompt or [])
@@ -275,7 +275,7 @@ def describe(model) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .utils.devices import check_device
+    from .models.devices import check_device
 
     check_device(args.device)
     print("\n".join(describe(_load(args.model, args.device))))

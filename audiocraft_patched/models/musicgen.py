@@ -23,7 +23,7 @@ from ..modules.conditioners import ConditioningAttributes
 from ..modules.conditioners.attributes import build_attributes, set_column, text_attributes
 from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions, melody_window
 from ..modules.errors import ValueAssertionError
-from ..utils.devices import check_device
+from .devices import check_device
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
 from .encodec import CompressionModel
 from .generation_params import check_generation_dict, check_generation_params, check_texts

@@ -77,6 +77,15 @@ def tiny_t5_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_t5_large_dir() -> Path:
+    """A tiny random T5 in the HF cache as 't5-large' (AudioGen's and audio-MAGNeT's encoder), width 1024 as
+    upstream's table has it."""
+    from audiocraft_patched.utils.tiny import make_tiny_t5
+
+    return put_in_hf_cache("t5-large", lambda folder: make_tiny_t5(folder, d_model=1024, num_heads=2, d_kv=8, d_ff=32))
+
+
+@pytest.fixture(scope="session")
 def tiny_musicgen_dir(tiny_t5_dir, tmp_path_factory) -> Path:
     """A tiny random MusicGen export written by our code (encoder: the cached 't5-base')."""
     from audiocraft_patched.utils.tiny import make_tiny_musicgen

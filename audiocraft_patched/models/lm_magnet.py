@@ -115,7 +115,8 @@ class MagnetLMModel(LMModel):
                        "remove_prompts": remove_prompts, "check": check, **{k: True for k in kwargs}}
         if any(unsupported.values()):
             raise ValueError(f"MAGNeT does not take {[k for k, v in unsupported.items() if v]}; its guidance is "
-                             "max_cfg_coef -> min_cfg_coef (see MAGNeT.set_generation_params)")
+                             "max_cfg_coef -> min_cfg_coef (see MAGNeT.set_generation_params). A MAGNeT checkpoint "
+                             "loads with MAGNeT.get_pretrained or load_generator, not MusicGen.get_pretrained")
         if self.training:
             raise RuntimeError("generate() needs eval mode: call model.eval() first")
         self._check_decoding(decoding_steps, span_scoring, span_arrangement)

@@ -13,7 +13,7 @@ import torch
 
 from audiocraft_patched.models import AudioGen, MusicGen, load_generator
 from audiocraft_patched.models.generators import generator_kind
-from audiocraft_patched.utils.tiny import make_tiny_t5, randomize_weights
+from audiocraft_patched.utils.tiny import randomize_weights
 
 pytestmark = pytest.mark.upstream
 
@@ -25,15 +25,6 @@ TINY_CODEC = ["seanet.dimension=16", "seanet.n_filters=4", "seanet.ratios=[8,5,4
 CODEC_SOLVER = {"audiogen/audiogen_base_16khz": "compression/encodec_audiogen_16khz",
                 "magnet/audio_magnet_16khz": "compression/encodec_audiogen_16khz",
                 "magnet/magnet_32khz": "compression/encodec_musicgen_32khz"}
-
-
-@pytest.fixture(scope="session")
-def tiny_t5_large_dir():
-    """A tiny random T5 in the HF cache as 't5-large' (AudioGen's and audio-MAGNeT's encoder; width 1024 as
-    upstream's table says)."""
-    from conftest import put_in_hf_cache
-
-    return put_in_hf_cache("t5-large", lambda f: make_tiny_t5(f, d_model=1024, num_heads=2, d_kv=8, d_ff=32))
 
 
 def build_upstream_export(folder: Path, solver: str, segment_duration: int, seed: int = 0) -> Path:

@@ -1,5 +1,11 @@
-"""The encoder swap, the embedding cache, `inspect` and `generate` on AudioGen and MAGNeT checkpoints (issue 11,
-items 6 and 7), on tiny ones built by upstream from its composed solver configs."""
+"""The encoder swap, the embedding cache, `inspect`, `generate`, `align` and `compare-encoders` on AudioGen and
+MAGNeT checkpoints (issue 11, items 6 and 7), on tiny ones built by upstream from its composed solver configs.
+
+For MAGNeT, compare's LM metrics (KL, top-1) come from one teacher-forced forward with full attention
+(`compute_predictions`, no decoding stage): how alike two conditionings steer the LM, not MAGNeT's decoding.
+"""
+import json
+
 import pytest
 import torch
 
@@ -7,7 +13,7 @@ from audiocraft_patched.cli import main
 from audiocraft_patched.data.audio import audio_read
 from audiocraft_patched.models import AudioGen, MAGNeT, load_generator
 from audiocraft_patched.utils.tiny import make_tiny_t5
-from test_audiogen_parity import build_upstream_export, tiny_t5_large_dir  # noqa: F401  (fixture)
+from test_audiogen_parity import build_upstream_export
 
 pytestmark = pytest.mark.upstream
 
@@ -99,3 +105,23 @@ def test_cli_settings_reach_the_generator(folder, tmp_path, monkeypatch):
         assert main(["generate", str(path), "wind", "-o", str(tmp_path / "b.wav"), "--extend-stride", "1"]) == 2
     else:
         assert seen["top_k"] == 7 and seen["duration"] == 1.0 and seen["cfg_coef"] == 3.0
+
+
+CAPTIONS = [f"{what} {where}" for what in ("rain", "a dog barking", "a car passing", "wind", "footsteps", "a door")
+            for where in ("at night", "in a city", "far away", "close by")]  # 24: compare-encoders wants ~20
+
+
+def test_align_and_compare_encoders(folder, other_encoder, tmp_path):
+    kind, path = folder
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(CAPTIONS) + "\n")
+    out = tmp_path / "aligned"
+    assert main(["align", str(path), "--student", str(other_encoder), "-o", str(out), "--captions", str(captions),
+                 "--steps", "2", "--batch-size", "4", "--holdout", "2", "-q", "--code-steps", "6"]) == 0
+    aligned = load_generator(out, "cpu")
+    assert type(aligned) is KINDS[kind][1]
+    report = tmp_path / "compare.json"
+    assert main(["compare-encoders", str(path), str(out), "--captions", str(captions), "--code-steps", "6",
+                 "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows) == 1 and all(isinstance(rows[0][key], float) for key in ("cka", "kl", "top1"))

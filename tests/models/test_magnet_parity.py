@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audiocraft_patched.models import MAGNeT, MagnetLMModel, load_generator
-from test_audiogen_parity import build_upstream_export, tiny_t5_large_dir  # noqa: F401  (fixture)
+from test_audiogen_parity import build_upstream_export
 
 pytestmark = pytest.mark.upstream
 

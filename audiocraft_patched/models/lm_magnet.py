@@ -93,7 +93,7 @@ class MagnetLMModel(LMModel):
                  callback: Callable[[int, int], None] | None = None, max_cfg_coef: float = 10.0,
                  min_cfg_coef: float = 1.0, decoding_steps: list[int] | tuple[int, ...] = (20, 10, 10, 10),
                  anneal_temp: bool = True, span_scoring: str = "max", span_arrangement: str = "nonoverlap",
-                 **kwargs) -> torch.Tensor:
+                 null_conditions: list[ConditioningAttributes] | None = None, **kwargs) -> torch.Tensor:
         """Codes [B, K, T] by MAGNeT's iterative decoding (T: max_gen_len, cut to whole spans).
 
         Args:
@@ -109,6 +109,8 @@ class MagnetLMModel(LMModel):
             span_scoring: confidence of a span: its most ('max') or all ('prod') tokens' probabilities.
             span_arrangement: spans on a grid ('nonoverlap') or starting anywhere ('stride1').
             callback: called as callback(steps_done, steps_total).
+            null_conditions: CFG's unconditional side, one per sample (default: `conditions` with every
+                attribute nulled; a negative prompt is a null whose text is not empty), as `LMModel.generate`.
             cfg_coef, two_step_cfg, remove_prompts, check: MusicGen's; not used by MAGNeT (errors if set).
         """
         unsupported = {"cfg_coef": cfg_coef is not None, "two_step_cfg": bool(two_step_cfg),
@@ -128,7 +130,9 @@ class MagnetLMModel(LMModel):
             raise ValueError(f"inconsistent batch: {len(conditions)} conditions, prompt of shape "
                              f"{None if prompt is None else tuple(prompt.shape)}, num_samples={num_samples}")
         # One forward of 2B rows: conditions, then their nulls (CFG).
-        nulls = ClassifierFreeGuidanceDropout(p=1.0)(conditions)
+        nulls = ClassifierFreeGuidanceDropout(p=1.0)(conditions) if null_conditions is None else list(null_conditions)
+        if len(nulls) != len(conditions):
+            raise ValueError(f"{len(nulls)} null conditions for {len(conditions)} conditions: give one per sample")
         cond = self.condition_tensors(conditions + nulls) if conditions else {}
         if prompt is None:
             prompt = torch.zeros((num_samples, self.num_codebooks, 0), dtype=torch.long, device=device)

@@ -188,3 +188,19 @@ def test_lm_generate_options_beyond_the_model_api(pair, options):
     torch.manual_seed(3)
     got = ours.lm.generate(None, attributes(TEXTS, False), **kwargs)
     assert torch.equal(got, expected)
+
+
+def test_null_conditions_negative_prompt(pair):
+    """`null_conditions` (negative prompts), as `LMModel.generate`: the default nulls give the same codes."""
+    from audiocraft_patched.modules.conditioners import ClassifierFreeGuidanceDropout
+
+    _, ours = pair
+    conditions = attributes(TEXTS, False)
+    kwargs = dict(max_gen_len=30, decoding_steps=[3, 2, 2, 2], use_sampling=False)
+    plain = ours.lm.generate(None, conditions, **kwargs)
+    nulls = ClassifierFreeGuidanceDropout(p=1.0)(conditions)
+    assert torch.equal(ours.lm.generate(None, conditions, null_conditions=nulls, **kwargs), plain)
+    negative = ours.lm.generate(None, conditions, null_conditions=attributes(["drums", "a siren"], False), **kwargs)
+    assert negative.shape == plain.shape and not torch.equal(negative, plain)
+    with pytest.raises(ValueError, match="1 null conditions for 2"):
+        ours.lm.generate(None, conditions, null_conditions=nulls[:1], **kwargs)

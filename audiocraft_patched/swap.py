@@ -100,8 +100,9 @@ def add_swap_parser(subparsers) -> argparse.ArgumentParser:
     swap = subparsers.add_parser(
         "swap", help="write a copy of a MusicGen checkpoint with another Hugging Face text encoder",
         description="swap MODEL --encoder NAME_OR_DIR -o OUT_DIR: MODEL is a checkpoint folder, a hub id in the "
-                    "local Hugging Face cache or 'default' (the embedded model); the encoder a hub id or a folder (T5, BERT-like, sentence-transformers, "
-                    "CLIP/CLAP, GPT-2/Llama/Qwen2...). OUT_DIR then loads with `generate OUT_DIR ...`.")
+                    "local Hugging Face cache or 'default' (the embedded model); the encoder a hub id or a folder "
+                    "(T5, BERT-like, sentence-transformers, CLIP/CLAP, GPT-2/Llama/Qwen2...). OUT_DIR then loads "
+                    "with `generate OUT_DIR ...`.")
     swap.add_argument("model")
     swap.add_argument("--encoder", required=True, metavar="NAME_OR_DIR")
     swap.add_argument("-o", "--output", required=True, metavar="OUT_DIR")

@@ -17,7 +17,9 @@ from torch import nn
 
 def chroma_filterbank(sample_rate: float, n_fft: int, n_chroma: int = 12, tuning: float = 0.0,
                       ctroct: float = 5.0, octwidth: float | None = 2.0, base_c: bool = True) -> torch.Tensor:
-    """`librosa.filters.chroma(sr, n_fft, n_chroma, tuning, ctroct, octwidth, norm=2, base_c)`: [n_chroma, 1 + n_fft // 2].
+    """`librosa.filters.chroma(sr, n_fft, n_chroma, tuning, ctroct, octwidth, norm=2, base_c)`.
+
+    Returns [n_chroma, 1 + n_fft // 2].
 
     Each FFT bin spreads over the chroma bins as a Gaussian bump around its pitch class (width:
     the bin's spacing in chroma bins, at least one), columns have unit L2 norm, then a Gaussian

@@ -2,9 +2,10 @@
 
 Mirrors `audiocraft/modules/codebooks_patterns.py` (audiocraft 1.3.0): same classes
 (delayed, parallel, unrolled, coarse-first, MusicLM), same layouts, same special-token
-handling. Bad shapes raise `ValueAssertionError` (upstream asserts). A pattern is a list of sequence steps; step `s` holds the
-`(t, q)` coordinates (timestep, codebook) that the LM predicts at that step. MusicGen uses the
-delay pattern, where codebook `q` lags `delays[q]` steps behind codebook 0:
+handling. Bad shapes raise `ValueAssertionError` (upstream asserts). A pattern is a list of
+sequence steps; step `s` holds the `(t, q)` coordinates (timestep, codebook) that the LM
+predicts at that step. MusicGen uses the delay pattern, where codebook `q` lags `delays[q]`
+steps behind codebook 0:
 
 >>> pattern = DelayedPatternProvider(n_q=3).get_pattern(timesteps=2)
 >>> [[(c.t, c.q) for c in step] for step in pattern.layout]

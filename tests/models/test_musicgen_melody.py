@@ -259,7 +259,8 @@ def test_export_of_the_composed_config(upstream_demucs, tiny_t5_dir, tmp_path):
     from audiocraft.models import builders
 
     cfg = composed_melody_config(("device=cpu", "dataset.segment_duration=18.5", "transformer_lm.dim=32",
-                                  "transformer_lm.num_heads=4", "transformer_lm.num_layers=2", "transformer_lm.card=64"))
+                                  "transformer_lm.num_heads=4", "transformer_lm.num_layers=2",
+                                  "transformer_lm.card=64"))
     _, codec_cfg = melody_config(stereo=False)
     torch.manual_seed(4)
     lm, codec = builders.get_lm_model(cfg), builders.get_compression_model(OmegaConf.create(codec_cfg))

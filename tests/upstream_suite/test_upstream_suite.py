@@ -22,7 +22,8 @@ def test_rewrite_imports_touches_only_audiocraft_imports():
               "import audiocraft_x\nfrom ..common_utils import x  # audiocraft.modules\n")
     assert runner.rewrite_imports(source) == (
         "from audiocraft_patched.modules import pad1d\nimport audiocraft_patched\n"
-        "    from audiocraft_patched import models\nimport audiocraft_x\nfrom ..common_utils import x  # audiocraft.modules\n")
+        "    from audiocraft_patched import models\nimport audiocraft_x\n"
+        "from ..common_utils import x  # audiocraft.modules\n")
 
 
 def test_unclassified_upstream_test_file_is_refused(tmp_path):

@@ -125,3 +125,12 @@ def test_align_and_compare_encoders(folder, other_encoder, tmp_path):
                  "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["rows"]
     assert len(rows) == 1 and all(isinstance(rows[0][key], float) for key in ("cka", "kl", "top1"))
+
+
+def test_bfloat16(folder):
+    """`dtype=` as MusicGen's: the LM and its encoder in bfloat16 (restricted attention too), sampling in float32."""
+    kind, path = folder
+    model = load_generator(path, "cpu", dtype="bf16")
+    assert type(model) is KINDS[kind][1] and next(model.lm.parameters()).dtype == torch.bfloat16
+    tokens = _tokens(model)
+    assert tokens.shape[:2] == (2, 4) and (tokens < model.lm.card).all()

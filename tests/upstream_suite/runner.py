@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from audiocraft_patched.patching.upstream import UpstreamError, download_sdist
+
 VERSION = "1.3.0"
 # sha256 of audiocraft-1.3.0.tar.gz as published on PyPI: a changed archive is refused.
 SDIST_SHA256 = "d82ade3eb4f934ee1adb438ae687a2bf59d33ca4a20039beab072548c038ac80"
@@ -76,9 +78,6 @@ def _sha256(path: Path) -> str:
 
 def sdist_tree(cache: Path | None = None) -> Path:
     """The unpacked audiocraft 1.3.0 sdist, downloaded once into `cache` and checked by hash."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from audiocraft_patched.patching.upstream import UpstreamError, download_sdist
-
     cache = Path(cache or default_cache()) / VERSION
     archive = cache / f"audiocraft-{VERSION}.tar.gz"
     tree = cache / f"audiocraft-{VERSION}"
@@ -125,11 +124,11 @@ def prepare(tree: Path, dest: Path) -> list[Path]:
     return [dest / rel for rel in IN_SCOPE]
 
 
-def run(pytest_args: list[str], cache: Path | None = None, workdir: Path | None = None) -> int:
+def run(pytest_args: list[str], cache: Path | None = None) -> int:
     """Fetch, prepare and run the suite; returns pytest's exit code."""
     tree = sdist_tree(cache)
     with tempfile.TemporaryDirectory(prefix="acp-upstream-tests-") as tmp:
-        dest = Path(workdir or tmp)
+        dest = Path(tmp)
         files = prepare(tree, dest)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(dest / "pytest.ini"),

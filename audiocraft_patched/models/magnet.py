@@ -12,6 +12,7 @@ A MAGNeT generates its training segment (`max_duration`) at once, as upstream; b
 """
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -92,18 +93,19 @@ class MAGNeT(MusicGen):
                 such setting and always generates `max_duration`).
         """
         duration = self.duration if duration is None else duration
-        for cfg_coef in (max_cfg_coef, min_cfg_coef):  # MusicGen's checks, each guidance end as its cfg_coef
-            check_generation_params(use_sampling=use_sampling, top_k=top_k, top_p=top_p, temperature=temperature,
-                                    cfg_coef=cfg_coef, two_step_cfg=False, duration=min(duration, self.max_duration),
-                                    extend_stride=None, frame_rate=self.frame_rate, max_duration=self.max_duration)
-        if duration > self.max_duration:
+        if isinstance(duration, numbers.Real) and duration > self.max_duration:
             raise ValueError(f"MAGNeT generates at most its segment, max_duration={self.max_duration:g} s; got "
                              f"duration={duration:g}")
+        for cfg_coef in (max_cfg_coef, min_cfg_coef):  # MusicGen's checks, each guidance end as its cfg_coef
+            check_generation_params(use_sampling=use_sampling, top_k=top_k, top_p=top_p, temperature=temperature,
+                                    cfg_coef=cfg_coef, two_step_cfg=False, duration=duration, extend_stride=None,
+                                    frame_rate=self.frame_rate, max_duration=self.max_duration)
         if span_arrangement not in SPAN_ARRANGEMENTS:
             raise ValueError(f"span_arrangement must be one of {SPAN_ARRANGEMENTS}, got {span_arrangement!r}")
         steps = list(decoding_steps)
         n_q = self.lm.num_codebooks
-        if len(steps) < n_q or any(isinstance(s, bool) or int(s) != s or s < 1 for s in steps):
+        if len(steps) < n_q or any(not isinstance(s, numbers.Real) or isinstance(s, bool) or int(s) != s or s < 1
+                                   for s in steps):
             raise ValueError(f"decoding_steps must give a positive whole number of steps for each of the {n_q} "
                              f"codebooks, got {steps}")
         self.duration = duration

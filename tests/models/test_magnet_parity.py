@@ -167,6 +167,12 @@ def test_bad_settings_are_named(pair):
         ours.set_generation_params(span_arrangement="overlap")
     with pytest.raises(ValueError, match="at most its segment"):
         ours.set_generation_params(duration=3)
+    with pytest.raises(ValueError, match="decoding_steps"):
+        ours.set_generation_params(decoding_steps=["20", 10, 10, 10])
+    with pytest.raises(ValueError, match="temperature"):
+        ours.set_generation_params(temperature=float("nan"))
+    with pytest.raises(TypeError, match="duration must be a number"):
+        ours.set_generation_params(duration="2")
     with pytest.raises(ValueError, match=r"does not take \['cfg_coef'\]"):
         ours.lm.generate(None, attributes(TEXTS, False), cfg_coef=3.0)
     ours.set_generation_params(duration=1, decoding_steps=[2, 1, 1, 1])  # ours: shorter than the segment

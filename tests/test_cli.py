@@ -47,7 +47,7 @@ def test_inspect(tiny_musicgen_dir, capsys):
     assert "output_proj: Linear(768 -> 32)" in out
     assert "codebooks: 4 x card 64, pattern DelayedPatternProvider delays [0, 1, 2, 3]" in out
     assert "16000 Hz, 1 channel(s), 25 frames/s" in out
-    assert "matmul forms: F.linear everywhere so far (measured at the first generation of each shape)" in out
+    assert "matmul forms: F.linear everywhere so far (measured once per machine, kept in " in out
 
 
 def test_inspect_missing_model(tmp_path, capsys):

@@ -22,7 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-MAX_CONFIG_CHARS = 4_000_000  # real xp.cfg files are ~10 KB
+MAX_CONFIG_CHARS = 200_000  # real xp.cfg files are ~10 KB; pure-Python YAML takes seconds per 100 KB
+MAX_NESTING = 64  # flow brackets deep, or columns of indentation / 4: real configs nest under 10 levels
 # Keys the LM builders (ours, H-gen's MAGNeT/AudioGen, upstream's) read; missing required ones are named.
 LM_REQUIRED = ("lm_model", "transformer_lm", "fuser", "conditioners", "classifier_free_guidance",
                "dataset.segment_duration")
@@ -52,13 +53,17 @@ def parse(text_or_mapping: Any, where: str = "xp.cfg") -> dict:
         if len(text_or_mapping) > MAX_CONFIG_CHARS:
             raise CheckpointError(f"{where}: xp.cfg is {len(text_or_mapping):,} characters (at most "
                                   f"{MAX_CONFIG_CHARS:,}); not a training config")
+        _check_nesting(text_or_mapping, where)
         try:
-            if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text_or_mapping, yaml.SafeLoader)):
+            events = yaml.parse(text_or_mapping, getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml if there
+            if any(isinstance(event, yaml.AliasEvent) for event in events):
                 raise CheckpointError(f"{where}: xp.cfg uses YAML anchors/aliases, which checkpoint configs never "
                                       "need and which are refused (they can expand exponentially)")
             cfg = OmegaConf.create(text_or_mapping)
         except yaml.YAMLError as exc:
             raise CheckpointError(f"{where}: xp.cfg is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise CheckpointError(f"{where}: xp.cfg is nested too deeply to be a training config") from None
     elif isinstance(text_or_mapping, Mapping):
         cfg = OmegaConf.create(dict(text_or_mapping))
     else:
@@ -67,6 +72,18 @@ def parse(text_or_mapping: Any, where: str = "xp.cfg") -> dict:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{where}: xp.cfg is a YAML {type(raw).__name__}, expected a mapping of keys")
     return raw
+
+
+def _check_nesting(text: str, where: str) -> None:
+    """Refuse deep nesting before the YAML parser sees it (its time grows fast with the depth)."""
+    depth = deepest = 0
+    for match in re.finditer(r"[\[\]{}]", text):  # brackets inside quoted strings count too: a bound, not a parse
+        depth = max(0, depth + (1 if match.group() in "[{" else -1))
+        deepest = max(deepest, depth)
+    indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    if deepest > MAX_NESTING or indent > 4 * MAX_NESTING:
+        raise CheckpointError(f"{where}: xp.cfg is nested too deeply to be a training config ({deepest} brackets, "
+                              f"{indent} columns of indentation)")
 
 
 def _lookup(raw: dict, path: str) -> Any:
@@ -166,7 +183,7 @@ def generator_kind(cfg: Mapping) -> str:
 
 
 def drop_filesystem_settings(cfg: dict, where: str = "xp.cfg") -> None:
-    """Remove, in place and with a warning, conditioner settings that name a place on disk."""
+    """Clear (set to None), in place and with a warning, conditioner settings that name a place on disk."""
     for attribute, conditioner in (cfg.get("conditioners") or {}).items():
         kwargs = conditioner.get(conditioner.get("model")) if isinstance(conditioner, dict) else None
         if not isinstance(kwargs, dict):

@@ -157,7 +157,10 @@ def test_huge_sparse_file_huge_config_and_yaml_bombs(hostile):
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
         for i in range(20))
-    for text, match in [(bomb, "anchors/aliases"), ("x: " + "y" * 5_000_000, "characters")]:
+    deep = "x: " + "[" * 90_000 + "]" * 90_000
+    indented = "".join(" " * i + f"k{i}:\n" for i in range(0, 600, 2))
+    for text, match in [(bomb, "anchors/aliases"), ("x: " + "y" * 300_000, "characters"), (deep, "too deeply"),
+                        (indented, "too deeply")]:
         torch.save({**pkg, "xp.cfg": text}, folder / loaders.LM_FILE)
         refused(folder, match)
     (folder / loaders.LM_FILE).unlink()

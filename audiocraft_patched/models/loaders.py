@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..modules.weight_quant import quantize_as_recorded
 from . import builders, xp_config
 from .encodec import CompressionModel
 from .lm import LMModel
@@ -262,10 +263,9 @@ def _pretrained_codec(name: Any, file: Path, device: str | torch.device, cache_d
         return builders.get_debug_compression_model(device)
     if name.startswith(("dac_", "//")):
         raise CheckpointError(f"{file} names the pretrained codec {name!r}; only EnCodec codecs are supported")
-    spec = {"conditioners": {"codec": {"model": "hf", "hf": {"name": name}}}}
-    xp_config.check_encoder_paths(spec, file.parent, str(file))  # the same rule as encoder names
+    path = xp_config.check_model_path(name, file.parent, str(file), "'pretrained' names the codec")
     try:
-        model = load_hf_encodec(spec["conditioners"]["codec"]["hf"]["name"], device, cache_dir)
+        model = load_hf_encodec(path, device, cache_dir)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{file}: {exc}") from None
     check_finite(model.state_dict(), f"{file} ({name})")
@@ -333,6 +333,11 @@ def load_lm_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     # conditioners' small projections still are, under a forked RNG: loading leaves the caller's RNG as it was.
     with torch.random.fork_rng(devices=[]):
         model = builders.get_lm_model(cfg, init_weights=False)
+    if raw.get("quantize") is not None:  # a quantized checkpoint (quantize.py): its holders, then its weights
+        try:
+            quantize_as_recorded(model.transformer, raw["quantize"])
+        except ValueError as exc:
+            raise CheckpointError(f"{file}: {exc}") from None
     load_lm_state(model, state, file)
     model.cfg = xp_config.safe_view(raw, cfg)  # attribute access as upstream's DictConfig (lm.cfg.dataset...)
     return model.eval()

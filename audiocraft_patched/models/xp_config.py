@@ -197,32 +197,36 @@ def drop_filesystem_settings(cfg: dict, where: str = "xp.cfg") -> None:
                 kwargs[key] = None
 
 
-def check_encoder_paths(cfg: dict, folder: Path, where: str = "xp.cfg") -> None:
-    """Encoder names: './x' made absolute inside `folder`; other paths must be existing model folders.
+def check_model_path(name: str, folder: Path, where: str, what: str) -> str:
+    """A model name from a checkpoint's config, made safe: a hub id as is, './x' absolute inside `folder`.
 
-    A name leaving the folder (`./../x`, a symlink out) or naming anything but a model folder
-    (a device, a file) is refused before anything reads it.
+    Any other path must be an existing model folder (holding config.json), only read; a name
+    leaving `folder` through './' (`./../x`, a symlink out) or naming a device or a file is refused
+    before anything reads it.
     """
-    root = folder.resolve()
+    if name.startswith(("./", "../")):
+        path = (folder / name).resolve()
+        if name.startswith("./") and not path.is_relative_to(folder.resolve()):
+            raise CheckpointError(f"{where}: {what} {name!r} leaves the checkpoint folder {folder}; pass the model "
+                                  "yourself instead (`set_text_encoder`, `swap --encoder`)")
+    elif name.startswith(("/", "~")):
+        path = Path(name).expanduser()
+    else:
+        return name  # a hub id: looked up in the local Hugging Face cache only
+    if not (path.is_dir() and (path / "config.json").is_file()):
+        raise CheckpointError(f"{where}: {what} {name!r} is not a model folder (one holding config.json); a "
+                              "checkpoint may only name hub ids, folders inside itself ('./x') or existing model "
+                              "folders")
+    return str(path)
+
+
+def check_encoder_paths(cfg: dict, folder: Path, where: str = "xp.cfg") -> None:
+    """Every conditioner's `name`, through `check_model_path`, in place."""
     for attribute, conditioner in (cfg.get("conditioners") or {}).items():
         kwargs = conditioner.get(conditioner.get("model")) if isinstance(conditioner, dict) else None
-        name = kwargs.get("name") if isinstance(kwargs, dict) else None
-        if not isinstance(name, str):
-            continue
-        if name.startswith(("./", "../")):
-            path = (folder / name).resolve()
-            if name.startswith("./") and not path.is_relative_to(root):
-                raise CheckpointError(f"{where}: conditioners.{attribute} names the encoder {name!r}, which leaves "
-                                      f"the checkpoint folder {folder}; pass the encoder yourself instead "
-                                      "(`set_text_encoder`, `swap --encoder`)")
-            kwargs["name"] = str(path)
-        elif not name.startswith(("/", "~")):
-            continue  # a hub id: looked up in the local Hugging Face cache only
-        path = Path(kwargs["name"]).expanduser()
-        if not (path.is_dir() and (path / "config.json").is_file()):
-            raise CheckpointError(f"{where}: conditioners.{attribute} names the encoder path {name!r}, which is "
-                                  "not a model folder (one holding config.json); a checkpoint may only name hub "
-                                  "ids, folders inside itself ('./x') or existing model folders")
+        if isinstance(kwargs, dict) and isinstance(kwargs.get("name"), str):
+            kwargs["name"] = check_model_path(kwargs["name"], folder, where,
+                                              f"conditioners.{attribute} names the encoder")
 
 
 def safe_view(raw: dict, resolved: dict) -> Any:

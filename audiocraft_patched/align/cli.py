@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..utils.threads import thread_count
 from .config import ALIGN, FINETUNE, adapter_spec, add_flags, from_args  # noqa: F401  (adapter_spec: API)
 
 
@@ -78,7 +79,8 @@ def add_align_parsers(subparsers) -> None:
         description="Align a new text encoder to a MusicGen's own conditioner (the teacher) with the LM frozen. "
                     "Writes a checkpoint (model: hf_adapter) that loads like any other.")
     add_flags(align, ALIGN)  # every training setting, from TrainConfig
-    align.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    align.add_argument("--threads", type=thread_count, default=0,
+                       help="torch threads per process, 1 to the CPU count (0: torch's default)")
     align.set_defaults(func=cmd_align)
 
     finetune = subparsers.add_parser(
@@ -86,7 +88,8 @@ def add_align_parsers(subparsers) -> None:
         description="Fine-tune on a folder of audio + a JSONL manifest of captions with the LM's cross-entropy "
                     "over the delay pattern. EnCodec tokens are computed once and cached.")
     add_flags(finetune, FINETUNE)
-    finetune.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    finetune.add_argument("--threads", type=thread_count, default=0,
+                          help="torch threads per process, 1 to the CPU count (0: torch's default)")
     finetune.set_defaults(func=cmd_finetune)
 
     comp = subparsers.add_parser(
@@ -107,7 +110,7 @@ def add_align_parsers(subparsers) -> None:
     comp.add_argument("--png", default=None, help="write a bar plot (needs matplotlib)")
     comp.add_argument("--overwrite", action="store_true", help="replace existing --json / --png files")
     comp.add_argument("--device", default="cpu")
-    comp.add_argument("--threads", type=int, default=0)
+    comp.add_argument("--threads", type=thread_count, default=0)
     comp.set_defaults(func=cmd_compare)
 
 

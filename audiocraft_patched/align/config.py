@@ -126,6 +126,8 @@ class TrainConfig:
     cache_dir: str | None = setting(None, help="cached features/tokens (default OUT/cache)")
     device: str = setting("cpu", help="cpu or cuda (under torchrun: each rank its LOCAL_RANK GPU)")
     resume: bool = setting(False, help="continue from OUT/train_state.pt")
+    overwrite: bool = setting(False, help="start over in an OUT that holds a run: its checkpoint, train state and "
+                                          "log are replaced (never allowed over the source checkpoint)")
     progress: bool = setting(True, flags=[(("-q", "--quiet"), {"action": "store_true", "help": "no progress bar"})],
                              from_args=lambda args: not args.quiet)
 
@@ -135,6 +137,11 @@ class TrainConfig:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0; got steps={self.steps}, "
                              f"batch_size={self.batch_size}, lr={self.lr}")
+        for name in ("save_every", "log_every"):  # intervals: 0 would divide by zero mid-run
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 step (--{name.replace('_', '-')}), got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0: evaluate only before and after), got {self.eval_every}")
         if self.cache_dir is None:
             self.cache_dir = str(Path(self.out) / "cache")
         self.lora_targets = tuple(self.lora_targets)

@@ -158,9 +158,14 @@ def encode_audio_tokens(items: list[AudioItem], codec, cache_dir: str | Path,
         key = hashlib.sha1(f"{item.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{codec_id}".encode())
         file = cache / f"{key.hexdigest()[:20]}.pt"
         if file.is_file():
-            out.append(torch.load(file, weights_only=True))
-            continue
-        wav, sr = audio_read(item.path)
+            try:
+                out.append(torch.load(file, weights_only=True))
+                continue
+            except Exception:  # a damaged cache file (e.g. a full disk): encode the audio again
+                pass
+        wav, sr = audio_read(item.path)  # refuses NaN/inf samples, naming the file
+        if wav.shape[-1] == 0:
+            raise ValueError(f"{item.path} holds no audio (0 samples): remove it from the manifest, or replace it")
         wav = convert_audio(wav, sr, codec.sample_rate, codec.channels)
         with torch.no_grad():
             codes, scale = codec.encode(wav[None].to(device))

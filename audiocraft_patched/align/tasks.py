@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,13 +51,22 @@ def new_student(cfg, lm, finetune: bool = False) -> HFAdapterConditioner:
 
 
 def cached(path: Path, key: str, dist, compute) -> dict:
-    """`compute()` once: rank 0 computes and saves to `path`; the others wait, then read it."""
+    """`compute()` once: rank 0 computes and saves to `path`; the others wait, then read it.
+
+    A file that cannot be read (truncated, damaged) is computed again by rank 0, with a warning.
+    """
     def read():
-        if path.is_file():
+        if not path.is_file():
+            return None
+        try:
             data = torch.load(path, weights_only=True)
-            if data.get("key") == key:
-                return data
-        return None
+        except Exception as exc:  # a damaged cache is recomputed, never a traceback
+            if dist.rank != 0:
+                raise RuntimeError(f"rank {dist.rank}: the feature cache {path} written by rank 0 cannot be read "
+                                   f"({type(exc).__name__}: {str(exc)[:200]})") from None
+            warnings.warn(f"{path} cannot be read ({type(exc).__name__}); computing it again")
+            return None
+        return data if isinstance(data, dict) and data.get("key") == key else None
 
     data = read() if dist.rank == 0 else None
     if dist.rank == 0 and data is None:

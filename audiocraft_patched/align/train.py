@@ -8,7 +8,9 @@ make the same updates as one process with the same global batch.
 Outputs, in `out/`: the model (`state_dict.bin` + `compression_state_dict.bin`, upstream's
 format), `train_state.pt` (trainable weights, optimizer, RNG, step: what `--resume` reads),
 `log.jsonl` (one line per logged step) and `metrics.json` (held-out losses before / after).
-Every file is written atomically.
+Every file is written atomically. As `swap`, a run never writes into its source checkpoint or
+student folder, and never over an earlier run unless told: `--resume` continues it (and needs
+its train state), `--overwrite` starts over.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from .export import export_musicgen
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 METRICS_FILE = "metrics.json"
+RUN_FILES = (STATE_FILE, LOG_FILE, METRICS_FILE, "state_dict.bin", "compression_state_dict.bin")  # what a run writes
+STATE_KEYS = ("step", "params", "optimizer", "rng", "py_rng", "before", "config")
 @dataclass
 class Dist:
     """This process's place in a distributed run (rank 0 of 1 when alone)."""
@@ -102,6 +106,40 @@ def _check_resume(saved: dict, cfg: TrainConfig) -> None:
                          "with the same settings, or write to a new --out folder")
 
 
+def check_output(cfg: TrainConfig) -> None:
+    """Refuse an `out` that is a source folder, or holds a run that neither --resume nor --overwrite names."""
+    out = Path(cfg.out).expanduser().resolve()
+    for role, source in (("source checkpoint", cfg.model), ("student encoder", cfg.student)):
+        if source and Path(source).expanduser().exists() and Path(source).expanduser().resolve() == out:
+            raise ValueError(f"-o {cfg.out} is the {role} ({source}): the run would replace its files; choose another "
+                             "-o (a new or empty folder)")
+    if cfg.resume:
+        if not (out / STATE_FILE).is_file():
+            raise FileNotFoundError(f"--resume: {out / STATE_FILE} does not exist: nothing to resume; run without "
+                                    "--resume to start (with --overwrite if the folder holds an older run)")
+        return
+    existing = sorted(name for name in RUN_FILES if (out / name).exists())
+    if existing and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(existing)}): --resume to continue it, "
+                              "--overwrite to start over (its checkpoint, train state and log are replaced), or "
+                              "choose another -o")
+
+
+def read_state(path: Path) -> dict:
+    """The train state `--resume` continues from, or a ValueError saying the file is damaged."""
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:  # truncated, empty, not a torch file, or holding objects weights_only refuses
+        saved, why = None, f"{type(exc).__name__}: {str(exc)[:200]}"
+    else:
+        missing = [k for k in STATE_KEYS if k not in saved] if isinstance(saved, dict) else list(STATE_KEYS)
+        why = f"it lacks {missing}" if missing else None
+    if why is not None:
+        raise ValueError(f"{path} cannot be read as a train state ({why}): it is damaged or was not written by "
+                         "align/finetune; restore it, or start over with --overwrite instead of --resume")
+    return saved
+
+
 def _trim_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if path.is_file():
@@ -119,6 +157,8 @@ def train(cfg: TrainConfig) -> dict:
 
     # The model names generate takes ('default': the embedded model's folder).
     cfg = dataclasses.replace(cfg, device=device_for(cfg), model=checkpoint_location(cfg.model))
+    check_output(cfg)  # before any work: a refusal costs nothing
+    saved = read_state(Path(cfg.out) / STATE_FILE) if cfg.resume else None
     dist = Dist.from_env(cfg.device)
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {dist.world} processes")
@@ -141,8 +181,7 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed + 1)  # dropout draws; resumed from the saved state below
     state_file, log_file = out / STATE_FILE, out / LOG_FILE
     start, before = 0, None
-    if cfg.resume and state_file.is_file():
-        saved = torch.load(state_file, weights_only=True)
+    if saved is not None:
         _check_resume(saved["config"], cfg)
         with torch.no_grad():
             for name in names:

@@ -144,6 +144,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for flag, values in (("prompts", words), ("--image", images), ("--audio-prompt", clips), ("--melody", melodies)):
         if len(values) not in (0, 1, count):
             raise ValueError(f"{len(values)} {flag} for {count} samples: give one (shared by all) or one per sample")
+    negatives = list(args.negative or [])
+    if len(negatives) not in (0, 1, count):
+        raise ValueError(f"{len(negatives)} --negative for {count} samples: give one (shared by all) or one per sample")
+    extra = {"negative_prompts": negatives * (count // len(negatives))} if negatives else {}
     inputs = {"descriptions": words * (count // len(words)) if words else None}
     if images:
         inputs["images"] = images * (count // len(images))
@@ -172,11 +176,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         wavs = [convert_audio(w, rate, model.sample_rate, model.audio_channels) for w, rate in melodies]
         wav, tokens = model.generate_with_chroma(
             inputs["descriptions"] or [None] * count, wavs * (count // len(wavs)), model.sample_rate, progress=True,
-            return_tokens=True, melody_stems="full_mix" if args.melody_full_mix else None)
+            return_tokens=True, melody_stems="full_mix" if args.melody_full_mix else None, **extra)
     elif images or clips:
-        wav, tokens = model.generate(progress=True, return_tokens=True, **inputs)
+        wav, tokens = model.generate(progress=True, return_tokens=True, **inputs, **extra)
     else:
-        wav, tokens = model.generate(words, progress=True, return_tokens=True)
+        wav, tokens = model.generate(words, progress=True, return_tokens=True, **extra)
     progress.close()
     total = time.perf_counter() - start
     steps = sum(model.generation_params.get("decoding_steps") or []) or tokens.shape[-1] + model.lm.num_codebooks - 1
@@ -310,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--melody-full-mix", action="store_true",
                      help="take the melody's chroma from the whole mix instead of removing drums and bass with "
                           "demucs (needed when demucs or its weights are not on this machine; an approximation)")
+    gen.add_argument("--negative", action="append", metavar="TEXT",
+                     help="negative prompt: encoded in place of CFG's empty null text, it steers away from what it "
+                          "names (e.g. --negative trumpet); one shared by all samples, or repeat it, one per sample")
     gen.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
     gen.add_argument("--seed", type=int, default=None,
                      help="random seed (default: drawn at random and printed, so the result can be made again)")

@@ -300,7 +300,8 @@ class LMModel(nn.Module):
                  num_samples: int | None = None, max_gen_len: int = 256, use_sampling: bool = True,
                  temp: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg_coef: float | None = None,
                  two_step_cfg: bool | None = None, remove_prompts: bool = False, check: bool = False,
-                 callback: Callable[[int, int], None] | None = None, **kwargs) -> torch.Tensor:
+                 callback: Callable[[int, int], None] | None = None,
+                 null_conditions: list[ConditioningAttributes] | None = None, **kwargs) -> torch.Tensor:
         """Generate codes [B, K, max_gen_len] (the prompt included unless `remove_prompts`).
 
         Args:
@@ -314,6 +315,8 @@ class LMModel(nn.Module):
             remove_prompts: return only the new timesteps.
             check: verify the pattern invariants at every step.
             callback: called as callback(steps_done, steps_total).
+            null_conditions: CFG's unconditional side, one per sample (default: `conditions` with every
+                attribute nulled); a negative prompt is a null whose text is not empty.
         """
         if self.training:
             raise RuntimeError("generate() needs eval mode: call model.eval() first")
@@ -330,7 +333,10 @@ class LMModel(nn.Module):
         if not conditions:
             streams = [_Stream({})]
         else:
-            nulls = ClassifierFreeGuidanceDropout(p=1.0)(conditions)
+            nulls = (ClassifierFreeGuidanceDropout(p=1.0)(conditions) if null_conditions is None
+                     else list(null_conditions))
+            if len(nulls) != len(conditions):
+                raise ValueError(f"{len(nulls)} null conditions for {len(conditions)} conditions: give one per sample")
             if two_step_cfg:
                 streams = [_Stream(self.condition_tensors(conditions)), _Stream(self.condition_tensors(nulls))]
             else:

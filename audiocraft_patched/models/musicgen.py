@@ -11,6 +11,7 @@ models with image / CLAP audio conditioners, or `conditions=` for any attribute
 """
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from contextlib import nullcontext
@@ -22,6 +23,7 @@ from ..data.audio_utils import convert_audio
 from ..modules.conditioners import ConditioningAttributes
 from ..modules.conditioners.attributes import build_attributes, set_column, text_attributes
 from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions, melody_window
+from ..modules.conditioners.negative import negative_conditions
 from ..modules.errors import ValueAssertionError
 from .devices import check_device
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
@@ -145,13 +147,7 @@ class MusicGen:
             model.lm.condition_provider.conditioners["description"] = default_zh_conditioner(model.lm.dim, device)
             model.name = name
             return model
-        if name == "default":
-            from ..default_model import default_model_dir
-
-            name = str(default_model_dir())
-        if name in _HF_MODEL_CHECKPOINTS_MAP:
-            warnings.warn(f"short name {name!r} is deprecated upstream; use {_HF_MODEL_CHECKPOINTS_MAP[name]!r}")
-            name = _HF_MODEL_CHECKPOINTS_MAP[name]
+        name = checkpoint_location(name)
         lm = load_lm_model(name, device=device)
         compression_model = load_compression_model(name, device=device)
         for conditioner in lm.condition_provider.conditioners.values():
@@ -245,7 +241,8 @@ class MusicGen:
 
     def generate(self, descriptions: Sequence[str | None] | None = None, progress: bool = False,
                  return_tokens: bool = False, *, images: Any = None, audio_prompts: Any = None,
-                 audio_prompt_sample_rate: int | None = None, conditions: Sequence[Any] | None = None):
+                 audio_prompt_sample_rate: int | None = None, conditions: Sequence[Any] | None = None,
+                 negative_prompts: Sequence[str | None] | None = None):
         """Audio [B, C, T] for a batch of descriptions (`None` = unconditional row), images or reference clips.
 
         `generate(descriptions)` is upstream's call. The keyword arguments need a model with the
@@ -264,17 +261,19 @@ class MusicGen:
             audio_prompt_sample_rate: sample rate of tensor audio prompts (Hz).
             conditions: instead of the above, per sample a `ConditioningAttributes` or a dict
                 {attribute name: value} (e.g. {'description': 'calm', 'image': 'cat.png'}).
+            negative_prompts: one text (or None) per sample, encoded in place of classifier-free
+                guidance's empty null text: generation steers away from it (`modules/conditioners/negative.py`).
         """
         if descriptions is not None and conditions is None:
             descriptions = self._check_descriptions(descriptions)
         attributes = build_attributes(self.lm.condition_provider, descriptions, images, audio_prompts,
                                       audio_prompt_sample_rate, conditions)
-        return self._generate(attributes, None, progress, return_tokens)
+        return self._generate(attributes, None, progress, return_tokens, self._nulls(attributes, negative_prompts))
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None, progress: bool = False,
-                              return_tokens: bool = False):
-        """Continue audio `prompt` [B, C, T] (or [C, T]) given at `prompt_sample_rate`."""
+                              return_tokens: bool = False, *, negative_prompts: Sequence[str | None] | None = None):
+        """Continue audio `prompt` [B, C, T] (or [C, T]) given at `prompt_sample_rate` (negative_prompts: as generate)."""
         if prompt.dim() == 2:
             prompt = prompt[None]
         if prompt.dim() != 3:
@@ -285,17 +284,19 @@ class MusicGen:
         descriptions = self._check_descriptions(descriptions)
         if len(descriptions) != len(prompt):
             raise ValueAssertionError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
-        return self._generate(self._text_attributes(descriptions), prompt, progress, return_tokens)
+        attributes = self._text_attributes(descriptions)
+        return self._generate(attributes, prompt, progress, return_tokens, self._nulls(attributes, negative_prompts))
 
     def generate_with_chroma(self, descriptions: Sequence[str | None], melody_wavs: Any, melody_sample_rate: int,
-                             progress: bool = False, return_tokens: bool = False, *, melody_stems: str | None = None):
+                             progress: bool = False, return_tokens: bool = False, *, melody_stems: str | None = None,
+                             negative_prompts: Sequence[str | None] | None = None):
         """Audio [B, C, T] following the melody of `melody_wavs` and the texts (melody checkpoints only).
 
         Args:
             descriptions: one text (or None) per melody.
             melody_wavs: [B, C, T], [C, T] for one sample, or a list of [C, T] (None: no melody).
             melody_sample_rate: their sample rate (Hz).
-            progress, return_tokens: as in `generate`.
+            progress, return_tokens, negative_prompts: as in `generate` (a negative prompt's null keeps no melody).
             melody_stems: 'demucs' (upstream's way: drums and bass removed first; needs demucs and
                 its weights on this machine) or 'full_mix' (the chroma of the whole mix: an
                 approximation); None keeps the conditioner's setting ('demucs' unless changed).
@@ -314,8 +315,9 @@ class MusicGen:
                              "sample (None for an absent one)")
         attributes = self._text_attributes(descriptions)
         set_column(attributes, "wav", names[0], melodies)
+        nulls = self._nulls(attributes, negative_prompts)
         with provider.conditioners[names[0]].using_stems(melody_stems):
-            return self._generate(attributes, None, progress, return_tokens)
+            return self._generate(attributes, None, progress, return_tokens, nulls)
 
     def _melody_attributes(self) -> list[str]:
         """Names of the model's melody (chroma) conditions: ['self_wav'] for melody checkpoints."""
@@ -329,8 +331,19 @@ class MusicGen:
     def _text_attributes(self, descriptions: list[str | None]) -> list[ConditioningAttributes]:
         return text_attributes(self.lm.condition_provider, descriptions)
 
+    def _nulls(self, attributes: list[ConditioningAttributes],
+               negative_prompts: Sequence[str | None] | None) -> list[ConditioningAttributes] | None:
+        """CFG's null conditions carrying the negative prompts (None without them: the LM's own empty nulls)."""
+        if negative_prompts is None:
+            return None
+        negatives = check_texts(negative_prompts, "negative_prompts")
+        if "null_conditions" not in inspect.signature(type(self.lm).generate).parameters:
+            raise ValueError(f"negative prompts need an LM that takes null conditions; {type(self.lm).__name__} "
+                             "(MAGNeT's iterative decoding) does not")
+        return negative_conditions(self.lm.condition_provider, attributes, negatives)
+
     def _generate(self, attributes: list[ConditioningAttributes], prompt: torch.Tensor | None, progress: bool,
-                  return_tokens: bool):
+                  return_tokens: bool, nulls: list[ConditioningAttributes] | None = None):
         self.timings = {}
         prompt_tokens = None
         if prompt is not None:
@@ -338,15 +351,15 @@ class MusicGen:
                 prompt_tokens, scale = self.compression_model.encode(prompt.to(self.device))
             if scale is not None:
                 raise RuntimeError("codecs that renormalize audio cannot prompt the LM")
-        tokens = self._generate_tokens(attributes, prompt_tokens, progress)
+        tokens = self._generate_tokens(attributes, prompt_tokens, progress, nulls)
         start = time.perf_counter()
         audio = self.generate_audio(tokens)
         self.timings["decode"] = time.perf_counter() - start
         return (audio, tokens) if return_tokens else audio
 
     def _generate_tokens(self, attributes: list[ConditioningAttributes], prompt_tokens: torch.Tensor | None,
-                         progress: bool = False) -> torch.Tensor:
-        """Codes [B, K, duration * frame_rate], in windows of max_duration when longer."""
+                         progress: bool = False, nulls: list[ConditioningAttributes] | None = None) -> torch.Tensor:
+        """Codes [B, K, duration * frame_rate], in windows of max_duration when longer (`nulls`: CFG's, see _nulls)."""
         # generation_params is a public dict: check what will be used, not only what was set.
         check_generation_dict(self.generation_params, duration=self.duration, extend_stride=self.extend_stride,
                               frame_rate=self.frame_rate, max_duration=self.max_duration)
@@ -371,12 +384,14 @@ class MusicGen:
         provider.reset_timings()  # it times its own tokenizing and each conditioner's forward
         lm_seconds = 0.0
 
+        negative = {} if nulls is None else {"null_conditions": nulls}
+
         def run(prompt, max_gen_len):
             nonlocal lm_seconds
             start = time.perf_counter()
             with autocast:
                 out = self.lm.generate(prompt, attributes, callback=callback, max_gen_len=max_gen_len,
-                                       **self.generation_params)
+                                       **self.generation_params, **negative)
             lm_seconds += time.perf_counter() - start
             return out
 

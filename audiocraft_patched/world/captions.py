@@ -4,7 +4,8 @@ Our own code (no upstream counterpart). In English both sets name the attributes
 words; they differ in sentence structure: no held-out template is ever seen in training, so
 adherence on them measures whether the model follows the words, not memorised sentences.
 The Chinese captions (`language="zh"`) go further: their held-out set also uses synonyms that
-training never sees (嘹亮 for 响亮, 急促 for 快速, ...), most sharing a character with a trained word.
+training never sees (嘹亮 for 响亮, 飞快 for 快速, ...), each sharing a morpheme with a trained word,
+as Chinese synonyms often do.
 `parallel_pairs` gives (Chinese, English) captions of the same clips, for `align --pairs`.
 """
 from __future__ import annotations
@@ -53,9 +54,9 @@ SYNONYMS_ZH: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "heldout": {
         "instrument": {"flute": ("长笛",), "clarinet": ("单簧管",), "trumpet": ("小号",)},
         "register": {"low": ("低音域",), "mid": ("中音域",), "high": ("高音域",)},
-        "tempo": {"slow": ("慢悠悠",), "fast": ("急促",)},
+        "tempo": {"slow": ("慢悠悠",), "fast": ("飞快",)},
         "density": {"sparse": ("稀稀落落的踩镲",), "dense": ("细密的踩镲",)},
-        "loudness": {"quiet": ("安静",), "loud": ("嘹亮",)},
+        "loudness": {"quiet": ("温柔",), "loud": ("嘹亮",)},
     },
 }
 TRAIN_TEMPLATES_ZH = (
@@ -65,6 +66,13 @@ TRAIN_TEMPLATES_ZH = (
     "{loudness}的音乐：{instrument}，{register}，节奏{tempo}，{density}",
     "{register}的{instrument}，{tempo}而{loudness}，{density}",
     "{tempo}的{instrument}曲，{register}，{loudness}，背景是{density}",
+    "一支{instrument}在{register}奏出{tempo}的旋律，音色{loudness}，{density}相伴",
+    "给我一段{register}的{instrument}，要{tempo}、{loudness}，加上{density}",
+    "{instrument}，{tempo}，{register}，{loudness}，{density}",
+    "这是一段{tempo}的{instrument}演奏，{register}，{loudness}，还有{density}",
+    "{loudness}、{tempo}的{instrument}，位于{register}，{density}点缀其间",
+    "在{register}，一支{instrument}奏着{tempo}的乐句，声音{loudness}，伴随{density}",
+    "{density}之上，{instrument}在{register}奏出{loudness}而{tempo}的乐音",
 )
 HELDOUT_TEMPLATES_ZH = (
     "想象一下：{density}衬托着一支{instrument}，它在{register}吹出{tempo}又{loudness}的旋律",
@@ -116,9 +124,10 @@ def parallel_pairs(n: int, seed: int = 0, split: str = "train") -> list[tuple[st
     return pairs
 
 
-def vocabulary() -> list[str]:
-    """Every attribute word (for training tokenizers)."""
-    return [w for values in SYNONYMS.values() for words in values.values() for w in words]
+def vocabulary(language: str = "en") -> list[str]:
+    """Every attribute word of the training captions (for training tokenizers)."""
+    synonyms = _tables("train", language)[1]
+    return [w for values in synonyms.values() for words in values.values() for w in words]
 
 
 def _found(word: str, text: str) -> bool:

@@ -124,6 +124,19 @@ def parallel_pairs(n: int, seed: int = 0, split: str = "train") -> list[tuple[st
     return pairs
 
 
+def english_pairs(n: int, seed: int = 0, split: str = "train") -> list[tuple[str, str]]:
+    """`n` pairs of two English captions of the same random attribute sets (student, teacher).
+
+    Mixed into `align --pairs` data, they keep the aligned encoder reading English too.
+    """
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n):
+        attrs = random_attributes(rng)
+        pairs.append((caption(attrs, rng, split), caption(attrs, rng, split)))
+    return pairs
+
+
 def vocabulary(language: str = "en") -> list[str]:
     """Every attribute word of the training captions (for training tokenizers)."""
     synonyms = _tables("train", language)[1]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.export import write_text
-from .captions import caption, parallel_pairs
+from .captions import caption, english_pairs, parallel_pairs
 from .synth import CLIP_SECONDS, SAMPLE_RATE, random_attributes, render
 
 
@@ -30,9 +30,13 @@ def write_wav(path: Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
         f.writeframes(pcm.tobytes())
 
 
-def write_pairs(path: str | Path, n: int, seed: int = 1, overwrite: bool = False) -> Path:
-    """Write `n` parallel training captions as TSV 'Chinese<TAB>English' (`align --pairs`: student, teacher)."""
-    lines = [f"{zh}\t{en}" for zh, en in parallel_pairs(n, seed)]
+def write_pairs(path: str | Path, n: int, seed: int = 1, english: int = 0, overwrite: bool = False) -> Path:
+    """Write `n` parallel training captions as TSV 'Chinese<TAB>English' (`align --pairs`: student, teacher).
+
+    `english`: that many (English, English) pairs follow, drawn with `seed + 1`.
+    """
+    pairs = parallel_pairs(n, seed) + english_pairs(english, seed + 1)
+    lines = [f"{student}\t{teacher}" for student, teacher in pairs]
     return write_text(path, "\n".join(lines) + "\n", overwrite=overwrite)
 
 
@@ -67,12 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--language", default="en", choices=("en", "zh"), help="language of the captions")
     parser.add_argument("--pairs", type=int, default=0,
                         help="also write this many (Chinese, English) caption pairs to OUT/pairs.tsv")
+    parser.add_argument("--english-pairs", type=int, default=0,
+                        help="and this many (English, English) pairs after them (keeps English working)")
     args = parser.parse_args(argv)
     if args.clips:
         print(f"wrote {write_world_dataset(args.out, args.clips, args.seed, args.split, language=args.language)}")
     if args.pairs:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        print(f"wrote {write_pairs(Path(args.out) / 'pairs.tsv', args.pairs, args.seed)}")
+        print(f"wrote {write_pairs(Path(args.out) / 'pairs.tsv', args.pairs, args.seed, args.english_pairs)}")
 
 
 if __name__ == "__main__":

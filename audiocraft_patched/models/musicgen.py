@@ -278,7 +278,7 @@ class MusicGen:
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None, progress: bool = False,
                               return_tokens: bool = False, *, negative_prompts: Sequence[str | None] | None = None):
-        """Continue audio `prompt` [B, C, T] (or [C, T]) given at `prompt_sample_rate` (negative_prompts: as generate)."""
+        """Continue audio `prompt` [B, C, T] (or [C, T]) at `prompt_sample_rate`; negative_prompts as in generate."""
         if prompt.dim() == 2:
             prompt = prompt[None]
         if prompt.dim() != 3:

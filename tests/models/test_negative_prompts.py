@@ -39,7 +39,7 @@ def test_the_negative_text_is_the_null_row(model):
 
 
 def test_two_step_cfg_and_the_embedding_cache(model):
-    """Two-step CFG encodes the negatives in their own pass (padded apart from the prompts, so not one batch's tokens)."""
+    """Two-step CFG encodes the negatives in their own pass (padded apart from the prompts: not one batch's tokens)."""
     model.set_generation_params(duration=0.4, use_sampling=False, two_step_cfg=True)
     two_step = tokens(model, ["rock", "jazz"], negative_prompts=["calm piano", None])
     assert not torch.equal(two_step, tokens(model, ["rock", "jazz"]))

@@ -131,16 +131,20 @@ def test_swap_and_align_take_default(tmp_path, tiny_t5_dir, capsys):
     assert (tmp_path / "s" / "state_dict.bin").is_file() and "wrote" in capsys.readouterr().out
     assert main(["swap", "debug", "--encoder", str(tiny_t5_dir), "-o", str(tmp_path / "d")]) == 2
     assert "'debug' is built in memory" in capsys.readouterr().err
+    from audiocraft_patched.align.metrics import load_side  # compare-encoders' reader
+
+    assert load_side("default").lm is not None
 
 
-def test_align_on_a_short_caption_file_clamps_the_batch(tmp_path, tiny_musicgen_dir, tiny_t5_dir, capsys):
+def test_align_on_a_short_caption_file_clamps_the_batch(tmp_path, tiny_t5_dir, capsys):
     from audiocraft_patched.utils.tiny import captions
 
-    # 30 captions: 27 for training after the 10% hold-out, fewer than the default batch of 32 (before: an error).
+    # 30 captions: 27 for training after the 10% hold-out, fewer than the default batch of 32 (before: an error);
+    # and the model is 'default', as generate names it (before: not found).
     (tmp_path / "c.txt").write_text("\n".join(list(dict.fromkeys(captions(200, seed=3)))[:30]) + "\n")
     with pytest.warns(UserWarning, match=r"batch_size 32 is larger than the 27 training samples; using 27 "
                                          r"\(set --batch-size"):
-        assert main(["align", str(tiny_musicgen_dir), "--student", str(tiny_t5_dir), "--captions",
+        assert main(["align", "default", "--student", str(tiny_t5_dir), "--captions",
                      str(tmp_path / "c.txt"), "-o", str(tmp_path / "a"), "--steps", "1", "-q", "--threads", "1"]) == 0
 
 

@@ -163,6 +163,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_device(args.device)
     torch.set_num_threads(args.threads) if args.threads else None
     model = _load(model_name, args.device, args.dtype, args.quiet)
+    if args.quantize:  # weight-only, the LM's transformer (modules/weight_quant.py)
+        model.quantize(args.quantize)
     model.set_generation_params(**_generation_params(model, args))
     progress = GenerationProgress(args.quiet)
     model.set_custom_progress_callback(progress)
@@ -256,6 +258,7 @@ def describe(model) -> list[str]:
     """Human-readable summary of a loaded MusicGen."""
     lm = model.lm
     from .models.generators import describe_generator
+    from .quantize import describe_quantization
 
     lines = [f"model: {model.name}", f"generator: {describe_generator(model)}"]
     for name, cond in lm.condition_provider.conditioners.items():
@@ -271,6 +274,7 @@ def describe(model) -> list[str]:
                  f"{sum(p.numel() for p in lm.parameters()) / 1e6:.2f}M params (conditioner encoders excluded "
                  f"unless fine-tuned), cfg_coef {lm.cfg_coef}")
     lines.append(f"matmul forms: {lm.transformer.matmul_forms.describe()}")
+    lines.append(f"LM weights: {describe_quantization(lm)}")
     codec = model.compression_model
     lines.append(f"codec: {type(codec).__name__}, {model.sample_rate} Hz, {model.audio_channels} channel(s), "
                  f"{model.frame_rate:g} frames/s, {sum(p.numel() for p in codec.parameters()) / 1e6:.2f}M params")
@@ -331,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps (what this torch has; default cpu)")
     gen.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                      help="LM + text encoder precision (default fp32; bf16 is ~2x faster on recent CPUs)")
+    gen.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                     help="LM weights in int8 (per channel) or int4 (groups of 128), activations in --dtype")
     gen.add_argument("--threads", type=thread_count, default=0,
                      help="torch threads, 1 to the CPU count (0: torch's default)")
     gen.add_argument("--overwrite", action="store_true", help="replace existing output files")

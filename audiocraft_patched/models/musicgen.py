@@ -24,7 +24,9 @@ from ..modules.conditioners import ConditioningAttributes
 from ..modules.conditioners.attributes import build_attributes, set_column, text_attributes
 from ..modules.conditioners.chroma import ChromaStemConditioner, melody_conditions, melody_window
 from ..modules.conditioners.negative import negative_conditions
+from ..modules.conditioners.hf_encoder import HFEncoderConditioner
 from ..modules.errors import ValueAssertionError
+from ..modules.weight_quant import DEFAULT_GROUP_SIZE, quantize_linears, quantize_transformer
 from .devices import check_device
 from .builders import get_debug_compression_model, get_debug_lm_model, get_wrapped_compression_model
 from .encodec import CompressionModel
@@ -177,6 +179,25 @@ class MusicGen:
         # under `lm.half()`): each conditioner casts its own.
         for conditioner in self.lm.condition_provider.conditioners.values():
             conditioner.set_dtype(dtype)
+        return self
+
+    def quantize(self, mode: str, include_text_encoder: bool = False,
+                 group_size: int = DEFAULT_GROUP_SIZE) -> "MusicGen":
+        """Weight-only quantization of the LM's transformer, in place (`modules/weight_quant.py`).
+
+        'int8': one scale per output channel; 'int4': a scale and zero per `group_size` inputs
+        (default 128, which must divide the layers' widths). Activations keep the compute dtype
+        (`set_dtype`); embeddings, output heads, conditioner projections and the codec stay dense.
+        `include_text_encoder` also quantizes the frozen text encoders' Linears (in memory only:
+        frozen encoders are not part of checkpoints). `audiocraft_patched.quantize.save_quantized`
+        writes the result as a checkpoint folder.
+        """
+        quantize_transformer(self.lm.transformer, mode, group_size)
+        if include_text_encoder:
+            for conditioner in self.lm.condition_provider.conditioners.values():
+                if isinstance(conditioner, HFEncoderConditioner):
+                    quantize_linears(conditioner.encoder, mode, group_size)
+                    conditioner.refresh()  # new weights: a new embedding-cache fingerprint
         return self
 
     def set_text_encoder(self, name_or_dir: str, attribute: str = "description", keep_projection: str | bool = "auto",

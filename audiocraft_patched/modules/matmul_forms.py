@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .weight_quant import QUANTIZED
+
 FormKey = tuple  # (rows, dtype, device type, threads)
 ENV = "AUDIOCRAFT_PATCHED_MATMUL"
 _ENV_FORMS = {"linear": False, "wx": True}  # "measure": neither forced nor read from the file
@@ -171,6 +173,8 @@ class MatmulForms:
     def choose(self, weights: list[torch.Tensor], rows: int, reps: int = 5) -> bool:
         """The form for `rows` rows over `weights`, found once per key when `measure` allows it."""
         weight = weights[0]
+        if isinstance(weight, QUANTIZED):  # quantized products have one form (weight_quant.py)
+            return False
         key = self.key(rows, weight.dtype, weight.device)
         if key in self.forms or not self.measure:
             return self.forms.get(key, False)
@@ -215,7 +219,10 @@ class MatmulForms:
         return statistics.median(times[True]) < 0.9 * statistics.median(times[False])
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """`F.linear(x, weight, bias)`, in the form chosen for this many rows (`F.linear` when none is)."""
+        """`F.linear(x, weight, bias)`, in the form chosen for this many rows (`F.linear` when none is);
+        a quantized weight (`weight_quant.py`) multiplies in its own kernel."""
+        if isinstance(weight, QUANTIZED):
+            return weight.linear(x, bias)
         rows = x.numel() // x.shape[-1]
         if x.requires_grad or not self.forms.get(self.key(rows, x.dtype, x.device), False):
             return F.linear(x, weight, bias)

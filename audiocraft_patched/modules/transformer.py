@@ -170,8 +170,9 @@ class StreamingMultiheadAttention(StreamingModule):
         """
         w, b = self.in_proj_weight, self.in_proj_bias
         d = self.embed_dim
-        k = F.linear(source, w[d:2 * d], None if b is None else b[d:2 * d])
-        v = F.linear(source if value is None else value, w[2 * d:], None if b is None else b[2 * d:])
+        # PLAIN: `F.linear` for dense weights (as upstream), the quantized product for quantized ones.
+        k = PLAIN.linear(source, w[d:2 * d], None if b is None else b[d:2 * d])
+        v = PLAIN.linear(source if value is None else value, w[2 * d:], None if b is None else b[2 * d:])
         if self.qk_layer_norm:
             k = self.k_layer_norm(k)
         return self._heads(k), self._heads(v)

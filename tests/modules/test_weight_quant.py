@@ -1,0 +1,83 @@
+"""Weight-only int8/int4: round trip against a plain reference, kernels against dequantize + F.linear."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from audiocraft_patched.modules.matmul_forms import MatmulForms
+from audiocraft_patched.modules.weight_quant import QuantizedWeight, quantize_transformer
+
+W = torch.randn(48, 32, generator=torch.Generator().manual_seed(0))
+X = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(1))
+
+
+def reference_dequantized(w: torch.Tensor, mode: str, group: int) -> torch.Tensor:
+    """The textbook schemes, element by element: int8 symmetric per row, int4 asymmetric per group."""
+    out = torch.empty_like(w)
+    for i, row in enumerate(w.tolist()):
+        if mode == "int8":
+            scale = max(abs(v) for v in row) / 127
+            out[i] = torch.tensor([round(v / scale) * scale for v in row])
+            continue
+        for start in range(0, len(row), group):
+            part = row[start:start + group]
+            low, scale = min(part), (max(part) - min(part)) / 15
+            out[i, start:start + group] = torch.tensor([low + min(15, max(0, round((v - low) / scale))) * scale
+                                                        for v in part])
+    return out
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_round_trip_equals_the_reference(mode):
+    q = QuantizedWeight.quantize(W, mode, group_size=8)
+    expected = reference_dequantized(W, mode, 8)
+    torch.testing.assert_close(q.dequantize(), expected, atol=1e-6, rtol=0)
+    assert (q.dequantize() - W).abs().max() <= (0.6 if mode == "int4" else 0.05)  # the scheme's own error
+    # int8: 1 byte a weight + a float32 scale a row; int4: half a byte + a float32 scale and zero a group
+    assert q.nbytes() == (48 * 32 + 48 * 4 if mode == "int8" else 48 * 16 + 48 * 4 * 2 * 4)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("group", [8, 32])  # 32: torch's int4 kernel; 8: dequantize + F.linear
+def test_kernel_product_equals_dequantize_then_linear(mode, dtype, group):
+    q = QuantizedWeight.quantize(W, mode, group_size=group).to(dtype)
+    bias = torch.randn(48).to(dtype)
+    x = X.to(dtype)
+    tol = dict(atol=1e-5, rtol=0) if dtype == torch.float32 else dict(atol=0.05, rtol=0.01)  # bf16: 8-bit mantissa
+    torch.testing.assert_close(q.linear(x, bias), F.linear(x, q.dequantize(dtype), bias), **tol)
+    for rows in (slice(16, 32), slice(4, 8)):  # int4: 16 rows take the kernel, 4 the dequantizing fallback
+        torch.testing.assert_close(MatmulForms().linear(x, q[rows], bias[rows]),
+                                   F.linear(x, q.dequantize(dtype)[rows], bias[rows]), **tol)
+    assert q.dtype == dtype and q[4:8].shape == (4, 32)
+
+
+def test_state_dict_round_trip_and_errors():
+    q = QuantizedWeight.quantize(W, "int4", group_size=32)
+    empty = QuantizedWeight((48, 32), "int4", 32, torch.float32)
+    empty.linear(X)  # a layout made before loading must not survive it
+    empty.load_state_dict(q.state_dict())
+    assert sorted(q.state_dict()) == ["qweight", "scales", "zeros"]
+    torch.testing.assert_close(empty.linear(X), q.linear(X))
+    with pytest.raises(ValueError, match="'int2' is not supported"):
+        QuantizedWeight.quantize(W, "int2")
+    with pytest.raises(ValueError, match="group_size 24 does not divide the layer's 32 inputs"):
+        QuantizedWeight.quantize(W, "int4", group_size=24)
+    with pytest.raises(TypeError, match="contiguous rows"):
+        q[::2]
+
+
+def test_quantize_transformer_replaces_every_product_weight():
+    from audiocraft_patched.modules.transformer import StreamingTransformer
+
+    torch.manual_seed(0)
+    transformer = StreamingTransformer(d_model=16, num_heads=2, num_layers=2, dim_feedforward=32,
+                                       cross_attention=True, causal=True).eval()
+    x, cond = torch.randn(2, 3, 16), torch.randn(2, 4, 16)
+    with torch.no_grad():
+        expected = transformer(x, cross_attention_src=cond)
+        assert quantize_transformer(transformer, "int8") == 2 * (2 + 2 + 2)  # in_proj + out_proj per attention, FFN
+        got = transformer(x, cross_attention_src=cond)
+    assert not any(p.dim() == 2 for p in transformer.parameters())  # only norms and biases stay dense
+    assert (got - expected).abs().max() < 0.05
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_transformer(transformer, "int8")

@@ -238,7 +238,8 @@ class MatmulForms:
         elif forced_form() is not None:
             mode = f"forced by {ENV}={os.environ[ENV].strip()}"
         else:
-            mode = f"measured once per machine, kept in {self.calibration.path if self.calibration else calibration_path()}"
+            path = self.calibration.path if self.calibration else calibration_path()
+            mode = f"measured once per machine, kept in {path}"
         if not self.forms:
             return f"F.linear everywhere so far ({mode})"
         chosen = ", ".join(f"{rows} rows {str(dtype).replace('torch.', '')} {device} {threads} threads: "

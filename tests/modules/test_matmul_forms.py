@@ -39,7 +39,8 @@ def test_race_result_is_saved_and_reused_whatever_the_timer_says_later(home, mon
     assert "measured (saved to" in first.describe()
     saved = json.loads(calibration_path().read_text())["forms"]
     assert list(saved.values()) == ["W @ x.T" if winner else "F.linear"]
-    assert f"torch {torch.__version__} | {torch.get_num_threads()} threads | 2 rows | float32 | cpu" in next(iter(saved))
+    threads = torch.get_num_threads()
+    assert f"torch {torch.__version__} | {threads} threads | 2 rows | float32 | cpu" in next(iter(saved))
 
     rig_race(monkeypatch, not winner)  # a later process on a loaded machine: the race now goes the other way
     later = MatmulForms()

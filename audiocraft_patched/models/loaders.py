@@ -333,9 +333,9 @@ def load_lm_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     # conditioners' small projections still are, under a forked RNG: loading leaves the caller's RNG as it was.
     with torch.random.fork_rng(devices=[]):
         model = builders.get_lm_model(cfg, init_weights=False)
-    if raw.get("quantize") is not None:  # a quantized checkpoint (quantize.py): its holders, then its weights
+    if cfg.get("quantize") is not None:  # a quantized checkpoint (quantize.py): its holders, then its weights
         try:
-            quantize_as_recorded(model.transformer, raw["quantize"])
+            quantize_as_recorded(model.transformer, cfg["quantize"])
         except ValueError as exc:
             raise CheckpointError(f"{file}: {exc}") from None
     load_lm_state(model, state, file)

@@ -28,7 +28,7 @@ MAX_NESTING = 64  # flow brackets deep, or columns of indentation / 4: real conf
 LM_REQUIRED = ("lm_model", "transformer_lm", "fuser", "conditioners", "classifier_free_guidance",
                "dataset.segment_duration")
 LM_OPTIONAL = ("codebooks_pattern", "attribute_dropout", "sample_rate", "channels", "interleave_stereo_codebooks",
-               "compression_model_n_q", "masking", "solver", "device", "dtype")
+               "compression_model_n_q", "masking", "solver", "device", "dtype", "quantize")
 CODEC_REQUIRED = ("compression_model", "sample_rate", "channels", "encodec", "seanet")
 CODEC_OPTIONAL = ("rvq", "no_quant", "device", "dtype")
 # Conditioner settings that name a place on disk: the user's to choose, never the checkpoint's.

@@ -301,7 +301,8 @@ class LMModel(nn.Module):
                  temp: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg_coef: float | None = None,
                  two_step_cfg: bool | None = None, remove_prompts: bool = False, check: bool = False,
                  callback: Callable[[int, int], None] | None = None,
-                 null_conditions: list[ConditioningAttributes] | None = None, **kwargs) -> torch.Tensor:
+                 null_conditions: list[ConditioningAttributes] | None = None,
+                 on_step: Callable[[torch.Tensor, int], None] | None = None, **kwargs) -> torch.Tensor:
         """Generate codes [B, K, max_gen_len] (the prompt included unless `remove_prompts`).
 
         Args:
@@ -317,6 +318,8 @@ class LMModel(nn.Module):
             callback: called as callback(steps_done, steps_total).
             null_conditions: CFG's unconditional side, one per sample (default: `conditions` with every
                 attribute nulled); a negative prompt is a null whose text is not empty.
+            on_step: called as on_step(sequence, step) after each step, with the pattern sequence
+                [B, K, S] filled up to `step` (read only; streaming decodes what is complete).
         """
         if self.training:
             raise RuntimeError("generate() needs eval mode: call model.eval() first")
@@ -378,6 +381,8 @@ class LMModel(nn.Module):
             column = sequence[..., offset:offset + 1]
             sequence[..., offset:offset + 1] = torch.where(column == unknown, token, column)  # keep prompt codes
             prev = offset
+            if on_step is not None:
+                on_step(sequence, offset)
             if callback is not None:
                 callback(1 + offset - start, steps - start)
 

@@ -448,6 +448,14 @@ class MusicGen:
         self.timings.update({f"conditioning.{name}": t for name, t in provider.timings.items() if name != "tokenize"})
         return tokens
 
+    def generate_stream(self, descriptions: Sequence[str | None], chunk_seconds: float = 1.0,
+                        context_seconds: float = 1.0, lookahead_seconds: float = 0.2):
+        """Yield audio chunks [B, C, samples] while the tokens are generated (`models/stream.py`):
+        joined, they are `generate(descriptions)`'s audio within a measured bound. One window."""
+        from .stream import generate_stream
+
+        return generate_stream(self, descriptions, chunk_seconds, context_seconds, lookahead_seconds)
+
     def generate_audio(self, gen_tokens: torch.Tensor) -> torch.Tensor:
         """Decode codes [B, K, T] to audio [B, C, T * hop]."""
         if gen_tokens.dim() != 3:

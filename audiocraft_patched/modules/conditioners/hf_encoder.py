@@ -43,6 +43,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # A tokenizer's `model_max_length` above this is "unset" (transformers uses 1e30) or too long to
 # be a safe default; it is then not used.
 SANE_TOKENIZER_LIMIT = 2**17
+# The names upstream's T5Conditioner accepts: a config it can read names one of them under `model: t5`.
+UPSTREAM_T5_NAMES = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b", "google/flan-t5-small",
+                     "google/flan-t5-base", "google/flan-t5-large", "google/flan-t5-xl", "google/flan-t5-xxl")
 
 
 def tokenizer_limit(tokenizer) -> int | None:
@@ -338,6 +341,18 @@ class HFEncoderConditioner(FrozenEncoderMixin, TextConditioner):
                 "prompt_template": self.prompt_template, "normalize": self.normalize,
                 "dtype": dtype_names.get(self.dtype), "autocast_dtype": dtype_names.get(self.autocast_dtype),
                 "swapped_projection": self.swapped_projection}
+
+    def config(self) -> dict:
+        """`model: t5` with upstream's keys when upstream's T5Conditioner can rebuild it, else `model: hf`."""
+        options = self.options()
+        plain = {"pooling": "none", "layer": None, "max_length": None, "prompt_template": None,
+                 "normalize": False, "swapped_projection": None}
+        if (type(self) in (HFEncoderConditioner, T5Conditioner) and self.name in UPSTREAM_T5_NAMES
+                and options["dtype"] in (None, "float32") and all(options[k] == v for k, v in plain.items())):
+            t5 = {"name": self.name, "finetune": self.finetune, "word_dropout": self.word_dropout,
+                  "normalize_text": False, "autocast_dtype": options["autocast_dtype"]}
+            return {"model": "t5", "t5": t5}
+        return super().config()
 
     def set_dtype(self, dtype: torch.dtype) -> None:
         super().set_dtype(dtype)

@@ -1,9 +1,4 @@
 """Shared by the melody tests: a tiny melody config in the shape of upstream's, test melodies."""
-import os
-import sys
-from pathlib import Path
-
-import pytest
 import torch
 
 from audiocraft_patched.utils.tiny import tiny_encodec_config, tiny_musicgen_config
@@ -32,18 +27,9 @@ def melody_config(stereo: bool, match_len_on_eval: bool = False) -> tuple[dict, 
 
 def composed_melody_config(overrides: tuple[str, ...] = ()):
     """upstream's own `solver=musicgen/musicgen_melody_32khz`, composed by hydra from its sdist's config tree."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "upstream_suite"))
-    import runner
-    from hydra import compose, initialize_config_dir
+    from upstream_models import compose
 
-    try:
-        tree = runner.sdist_tree()
-    except runner.SuiteError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs upstream's sdist (its config tree): {err}")
-        pytest.skip(f"upstream sdist unavailable: {err}")
-    with initialize_config_dir(config_dir=str(tree / "config"), version_base="1.1"):
-        return compose(config_name="config", overrides=["solver=musicgen/musicgen_melody_32khz", *overrides])
+    return compose("musicgen/musicgen_melody_32khz", overrides)
 
 
 def melodies(channels: int = 1, seconds: float = 1.5) -> torch.Tensor:

@@ -2,50 +2,18 @@
 
 The tiny AudioGen is built by upstream's own builders from its hydra-composed solver config
 (`audiogen/audiogen_base_16khz`, T5-large conditioner, 16 kHz EnCodec), randomised and exported
-in upstream's format; both sides load the folder. Also `build_upstream_export`, shared by the
-MAGNeT tests.
+in upstream's format (`tests/upstream_models.py`); both sides load the folder.
 """
-import copy
-from pathlib import Path
-
 import pytest
 import torch
 
 from audiocraft_patched.models import AudioGen, MusicGen, load_generator
 from audiocraft_patched.models.generators import generator_kind
-from audiocraft_patched.utils.tiny import randomize_weights
+from upstream_models import assert_same_generation, build_upstream_export, write_back
 
 pytestmark = pytest.mark.upstream
 
 TEXTS = ["dog barking in the rain", "a car passing by"]
-TINY_LM = ["transformer_lm.dim=32", "transformer_lm.num_heads=2", "transformer_lm.num_layers=2",
-           "transformer_lm.card=64"]
-# hop 640: 25 frames/s at 16 kHz, 50 at 32 kHz
-TINY_CODEC = ["seanet.dimension=16", "seanet.n_filters=4", "seanet.ratios=[8,5,4,4]", "rvq.bins=64", "rvq.n_q=4"]
-CODEC_SOLVER = {"audiogen/audiogen_base_16khz": "compression/encodec_audiogen_16khz",
-                "magnet/audio_magnet_16khz": "compression/encodec_audiogen_16khz",
-                "magnet/magnet_32khz": "compression/encodec_musicgen_32khz"}
-
-
-def build_upstream_export(folder: Path, solver: str, segment_duration: int, seed: int = 0) -> Path:
-    """Upstream's LM and codec, built by its builders from its composed solver configs, randomised, exported."""
-    from audiocraft.models import builders
-    from test_loaders_upstream_configs import compose, export
-
-    models = []
-    for which, overrides in ((solver, [*TINY_LM, f"dataset.segment_duration={segment_duration}"]),
-                             (CODEC_SOLVER[solver], TINY_CODEC)):
-        cfg = compose(which, overrides)
-        built = copy.deepcopy(cfg)
-        built.device = "cpu"  # what upstream's loaders set; the composed value (cuda) stays in the file
-        torch.manual_seed(seed)
-        make = builders.get_lm_model if which == solver else builders.get_compression_model
-        models.append((make(built).eval(), cfg))
-    (lm, lm_cfg), (codec, codec_cfg) = models
-    randomize_weights(lm, codec, seed)
-    export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
-    export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +46,7 @@ def test_same_tokens_and_audio(pair, params):
     up, ours = pair
     for model in (up, ours):
         model.set_generation_params(duration=0.6, **params)
-    torch.manual_seed(7)
-    up_wav, up_tokens = up.generate(TEXTS, return_tokens=True)
-    torch.manual_seed(7)
-    wav, tokens = ours.generate(TEXTS, return_tokens=True)
-    assert tokens.shape == (2, 4, 15) and torch.equal(tokens, up_tokens)
-    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+    assert assert_same_generation(up, ours, TEXTS, 7).shape == (2, 4, 15)
 
 
 def test_unconditional_continuation_and_windows(pair):
@@ -110,22 +73,14 @@ def test_our_export_loads_in_upstream(folder, tmp_path):
 
     Its config keeps `model: t5` (upstream knows no `hf` conditioner unless patched: patches/)."""
     from audiocraft.models import AudioGen as UpstreamAudioGen
-    from audiocraft_patched.utils.export import save_checkpoint, copy_file
 
-    ours = AudioGen.get_pretrained(str(folder), "cpu")
-    save_checkpoint(tmp_path / "state_dict.bin", ours.lm.state_dict(), ours.lm.cfg)
-    copy_file(folder / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    write_back(AudioGen.get_pretrained(str(folder), "cpu"), folder, tmp_path)
     up = UpstreamAudioGen.get_pretrained(str(tmp_path), device="cpu")
     again = load_generator(tmp_path, "cpu")
     assert type(again) is AudioGen
     for model in (up, again):
         model.set_generation_params(duration=0.6, top_k=10)
-    torch.manual_seed(5)
-    up_wav, up_tokens = up.generate(TEXTS, return_tokens=True)
-    torch.manual_seed(5)
-    wav, tokens = again.generate(TEXTS, return_tokens=True)
-    assert torch.equal(tokens, up_tokens)
-    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+    assert_same_generation(up, again, TEXTS, 5)
 
 
 def test_debug_model_and_errors(folder):

@@ -6,13 +6,12 @@ run's `xp.cfg` is, made tiny by overrides, and saved unresolved (`OmegaConf.to_y
 MusicGen (text and melody): upstream builds and exports, both sides load, tokens equal. AudioGen
 and MAGNeT: our loader's builder inputs (generator kind, conditioner and LM kwargs).
 """
-import copy
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+import upstream_models
+from upstream_models import assert_same_generation, build, compose, export, identity_demucs
 
 from audiocraft_patched.models import MusicGen, loaders
 from audiocraft_patched.models.loaders import CheckpointError
@@ -21,10 +20,9 @@ from audiocraft_patched.utils.tiny import randomize_codebooks, randomize_weights
 pytestmark = pytest.mark.upstream
 
 TEXTS = ["calm piano with soft drums", "fast techno beat at 120 bpm"]
-# Small sizes; everything else is the solver's. 18.5 s segments: upstream's MusicGen wants > 18 s.
-TINY_LM = ["transformer_lm.dim=32", "transformer_lm.num_heads=2", "transformer_lm.num_layers=2",
-           "transformer_lm.card=64", "dataset.segment_duration=18.5"]
-TINY_CODEC = ["seanet.dimension=16", "seanet.n_filters=4", "seanet.ratios=[8,5,4,8]", "rvq.bins=64", "rvq.n_q=4"]
+# 18.5 s segments: upstream's MusicGen wants > 18 s; hop 1280 keeps such windows cheap.
+TINY_LM = [*upstream_models.TINY_LM, "dataset.segment_duration=18.5"]
+TINY_CODEC = upstream_models.tiny_codec((8, 5, 4, 8))
 LM_SOLVERS = {  # solver: (generator kind, its T5, its codec solver)
     "musicgen/musicgen_base_32khz": ("musicgen", "t5-base", "compression/encodec_musicgen_32khz"),
     "musicgen/musicgen_melody_32khz": ("musicgen", "t5-base", "compression/encodec_musicgen_32khz"),
@@ -34,40 +32,9 @@ LM_SOLVERS = {  # solver: (generator kind, its T5, its codec solver)
 }
 
 
-def compose(solver: str, overrides: list[str]):
-    """`solver=...` composed by hydra from upstream's sdist config tree, as a training run's xp.cfg."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "upstream_suite"))
-    import runner
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    try:
-        tree = runner.sdist_tree()
-    except runner.SuiteError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs upstream's sdist (its config tree): {err}")
-        pytest.skip(f"upstream sdist unavailable: {err}")
-    with initialize_config_dir(config_dir=str(tree / "config"), version_base="1.1"):
-        cfg = hydra_compose(config_name="config", overrides=[f"solver={solver}", *overrides])
-    return cfg
-
-
-def export(path: Path, state: dict, cfg) -> Path:
-    """upstream's `utils/export.py` format: the config as unresolved YAML."""
-    from omegaconf import OmegaConf
-
-    torch.save({"best_state": state, "xp.cfg": OmegaConf.to_yaml(cfg), "version": "1.3.0", "exported": True}, path)
-    return path
-
-
 def upstream_codec(folder: Path, solver: str, seed: int = 0):
     """Upstream's codec built from its composed codec solver config, randomised and exported."""
-    from audiocraft.models import builders
-
-    cfg = compose(solver, TINY_CODEC)
-    built = copy.deepcopy(cfg)
-    built.device = "cpu"  # what upstream's loader sets; the composed value (cuda) stays in the file
-    torch.manual_seed(seed)
-    codec = builders.get_compression_model(built).eval()
+    codec, cfg = build(solver, TINY_CODEC, seed)
     randomize_codebooks(codec, torch.Generator().manual_seed(seed))
     export(folder / "compression_state_dict.bin", codec.state_dict(), cfg)
     return codec
@@ -90,28 +57,16 @@ def test_codec_solver_configs_load_with_the_same_codes(solver, tmp_path):
 
 @pytest.fixture(scope="module")
 def upstream_demucs_stand_in():
-    """Upstream's chroma conditioner imports demucs; the melody tests' identity stand-in serves here too."""
-    from test_musicgen_melody import _identity_demucs
-
-    saved = {name: sys.modules.get(name) for name in ("demucs", "demucs.pretrained", "demucs.apply", "demucs.audio")}
-    sys.modules.update(_identity_demucs())
-    yield
-    for name, module in saved.items():
-        if module is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = module
+    """Upstream's chroma conditioner imports demucs: the melody tests' identity stand-in."""
+    with identity_demucs():
+        yield
 
 
 @pytest.mark.parametrize("solver", ["musicgen/musicgen_base_32khz", "musicgen/musicgen_melody_32khz"])
 def test_musicgen_solver_configs_load_with_upstream_tokens(solver, tmp_path, tiny_t5_dir, upstream_demucs_stand_in):
-    from audiocraft.models import MusicGen as UpstreamMusicGen, builders
+    from audiocraft.models import MusicGen as UpstreamMusicGen
 
-    cfg = compose(solver, TINY_LM)
-    built = copy.deepcopy(cfg)
-    built.device = "cpu"
-    torch.manual_seed(0)
-    lm = builders.get_lm_model(built)
+    lm, cfg = build(solver, TINY_LM)
     codec = upstream_codec(tmp_path, LM_SOLVERS[solver][2])
     randomize_weights(lm, codec, 0)
     export(tmp_path / "state_dict.bin", lm.state_dict(), cfg)
@@ -121,12 +76,7 @@ def test_musicgen_solver_configs_load_with_upstream_tokens(solver, tmp_path, tin
     assert ours.lm.cfg.dora.dir == "/checkpoint/${oc.env:USER}/experiments/audiocraft/outputs"  # never evaluated
     for model in (up, ours):
         model.set_generation_params(duration=0.3, use_sampling=False)
-    torch.manual_seed(3)
-    up_wav, up_tokens = up.generate(TEXTS, return_tokens=True)
-    torch.manual_seed(3)
-    wav, tokens = ours.generate(TEXTS, return_tokens=True)
-    assert torch.equal(tokens, up_tokens)
-    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+    assert_same_generation(up, ours, TEXTS, 3)
     if "melody" not in solver:  # the verbs that failed on such checkpoints (issue 11)
         from audiocraft_patched.cli import main
 

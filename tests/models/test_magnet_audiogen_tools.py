@@ -13,7 +13,7 @@ from audiocraft_patched.cli import main
 from audiocraft_patched.data.audio import audio_read
 from audiocraft_patched.models import AudioGen, MAGNeT, load_generator
 from audiocraft_patched.utils.tiny import make_tiny_t5
-from test_audiogen_parity import build_upstream_export
+from upstream_models import build_upstream_export
 
 pytestmark = pytest.mark.upstream
 

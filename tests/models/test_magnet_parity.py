@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audiocraft_patched.models import MAGNeT, MagnetLMModel, load_generator
-from test_audiogen_parity import build_upstream_export
+from upstream_models import assert_same_generation, build_upstream_export, write_back
 
 pytestmark = pytest.mark.upstream
 
@@ -141,22 +141,14 @@ def test_continuation_unconditional_and_progress(pair):
 
 def test_our_export_loads_in_upstream(pair, folder, tmp_path):
     from audiocraft.models import MAGNeT as UpstreamMAGNeT
-    from audiocraft_patched.utils.export import copy_file, save_checkpoint
 
-    _, ours = pair
-    save_checkpoint(tmp_path / "state_dict.bin", ours.lm.state_dict(), ours.lm.cfg)
-    copy_file(folder / "compression_state_dict.bin", tmp_path / "compression_state_dict.bin")
+    write_back(pair[1], folder, tmp_path)
     up = UpstreamMAGNeT.get_pretrained(str(tmp_path), device="cpu")
     again = load_generator(tmp_path, "cpu")
     assert type(again) is MAGNeT
     for model in (up, again):
         model.set_generation_params(decoding_steps=[3, 2, 2, 2])
-    torch.manual_seed(5)
-    up_wav, up_tokens = up.generate(TEXTS, return_tokens=True)
-    torch.manual_seed(5)
-    wav, tokens = again.generate(TEXTS, return_tokens=True)
-    assert torch.equal(tokens, up_tokens)
-    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+    assert_same_generation(up, again, TEXTS, 5)
 
 
 def test_bad_settings_are_named(pair):

@@ -66,7 +66,7 @@ def test_swapped_checkpoints_run_in_patched_upstream(tiny_t5_dir, tiny_t5_large_
     from audiocraft_patched.patching.upstream import installed_tree
     from audiocraft_patched.swap import swap_checkpoint
     from audiocraft_patched.utils.tiny import make_tiny_t5
-    from test_audiogen_parity import build_upstream_export
+    from upstream_models import build_upstream_export
 
     tree = installed_tree(tmp_path / "patched", "1.3.0")
     report = rebase(tree, in_place=True)

@@ -7,12 +7,11 @@ upstream through a demucs stand-in whose separation returns the mix as the 'voca
 silence for the others), so that upstream's vocals + other sum is the mix itself, bit for bit.
 """
 import copy
-import sys
-import types
 
 import pytest
 import torch
 from melody_helpers import SR, TEXTS, composed_melody_config, melodies, melody_config
+from upstream_models import assert_same_generation, build_dict_export, identity_demucs
 
 from audiocraft_patched.models import MusicGen
 from audiocraft_patched.models.builders import get_compression_model, get_lm_model
@@ -40,58 +39,16 @@ def test_tiny_config_is_upstreams_melody_config_made_small(stereo):
     assert tiny["codebooks_pattern"]["modeling"] == real["codebooks_pattern"]["modeling"] == "delay"
 
 
-def _identity_demucs() -> dict[str, types.ModuleType]:
-    """A demucs whose 'separation' puts the whole mix in the vocals stem (the full-mix path, for upstream)."""
-
-    class Separator(torch.nn.Module):
-        sources = ["drums", "bass", "other", "vocals"]
-        samplerate = SR
-        audio_channels = 1
-
-    def apply_model(model, wav, device=None, **kwargs):
-        silence = torch.zeros_like(wav)
-        return torch.stack([silence, silence, silence, wav], dim=1)  # [B, sources, C, T]
-
-    def convert_audio(wav, from_rate, to_rate, channels):
-        if from_rate != to_rate:
-            raise RuntimeError("the demucs stand-in does not resample")
-        return wav.mean(-2, keepdim=True).expand(*wav.shape[:-2], channels, wav.shape[-1])
-
-    modules = {name: types.ModuleType(name) for name in ("demucs", "demucs.pretrained", "demucs.apply",
-                                                         "demucs.audio")}
-    modules["demucs.pretrained"].get_model = lambda name, repo=None: Separator()
-    modules["demucs.apply"].apply_model = apply_model
-    modules["demucs.audio"].convert_audio = convert_audio
-    for name in ("pretrained", "apply", "audio"):
-        setattr(modules["demucs"], name, modules[f"demucs.{name}"])
-    return modules
-
-
 @pytest.fixture(scope="module")
 def upstream_demucs():
     """Put the identity demucs in sys.modules for upstream, for this module's tests only."""
-    saved = {name: sys.modules.get(name) for name in ("demucs", "demucs.pretrained", "demucs.apply", "demucs.audio")}
-    sys.modules.update(_identity_demucs())
-    yield
-    for name, module in saved.items():
-        if module is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = module
+    with identity_demucs(SR):
+        yield
 
 
 def build_upstream_export(folder, stereo: bool, match_len_on_eval: bool = False, seed: int = 0):
-    from omegaconf import OmegaConf
-    from audiocraft.models import builders
-
-    lm_cfg, codec_cfg = melody_config(stereo, match_len_on_eval)
-    torch.manual_seed(seed)
-    lm = builders.get_lm_model(OmegaConf.create(copy.deepcopy(lm_cfg)))
-    codec = builders.get_compression_model(OmegaConf.create(copy.deepcopy(codec_cfg)))
-    randomize_weights(lm, codec, seed)
-    save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
-    save_export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
-    return folder
+    """Upstream's builders on the tiny melody config, randomised, exported."""
+    return build_dict_export(folder, *melody_config(stereo, match_len_on_eval), seed=seed)
 
 
 def load_pair(folder):
@@ -196,11 +153,7 @@ def test_generate_without_melody_and_other_rates(pair):
     up, ours = pair
     for model in (up, ours):
         model.set_generation_params(duration=0.5, top_k=10)
-    torch.manual_seed(3)
-    _, up_tokens = up.generate(TEXTS[:2], return_tokens=True)
-    torch.manual_seed(3)
-    _, tokens = ours.generate(TEXTS[:2], return_tokens=True)
-    assert torch.equal(tokens, up_tokens)
+    assert_same_generation(up, ours, TEXTS[:2], 3)
     wav16 = melodies()[:, :, ::2].contiguous()  # resampled on both sides by their convert_audio
     torch.manual_seed(4)
     _, up_tokens = up.generate_with_chroma(TEXTS[:2], wav16, 16000, return_tokens=True)

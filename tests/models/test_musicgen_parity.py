@@ -3,14 +3,13 @@
 Models are built by upstream's own builders from its MusicGen configs made small, saved in its
 export format, and loaded by both sides (and the reverse: our export loaded by upstream).
 """
-import copy
-
 import pytest
 import torch
+from upstream_models import assert_same_generation, build_dict_export
 
 from audiocraft_patched.models import MusicGen
 from audiocraft_patched.modules.conditioners import ConditioningAttributes
-from audiocraft_patched.utils.tiny import randomize_weights, save_export, tiny_encodec_config, tiny_musicgen_config
+from audiocraft_patched.utils.tiny import tiny_encodec_config, tiny_musicgen_config
 
 pytestmark = pytest.mark.upstream
 
@@ -19,21 +18,12 @@ TEXTS = ["calm piano with soft drums", None, "", "fast techno beat at 120 bpm, s
 
 def build_upstream_export(folder, stereo: bool, seed: int = 0):
     """Build a tiny MusicGen with upstream's builders, randomise it, save upstream's export files."""
-    from omegaconf import OmegaConf
-    from audiocraft.models import builders
-
     # Upstream's MusicGen needs max_duration > 18 s (its default extend_stride); a hop of 1280
     # samples (12 frames/s, by upstream's integer division) keeps windows that long cheap.
     lm_cfg = tiny_musicgen_config("t5-base", stereo=stereo, segment_duration=18.5)
     codec_cfg = tiny_encodec_config(lm_cfg["sample_rate"], 1, n_q=4, card=lm_cfg["transformer_lm"]["card"],
                                     ratios=(8, 5, 4, 8))
-    torch.manual_seed(seed)
-    lm = builders.get_lm_model(OmegaConf.create(copy.deepcopy(lm_cfg)))
-    codec = builders.get_compression_model(OmegaConf.create(copy.deepcopy(codec_cfg)))
-    randomize_weights(lm, codec, seed)
-    save_export(folder / "state_dict.bin", lm.state_dict(), lm_cfg)
-    save_export(folder / "compression_state_dict.bin", codec.state_dict(), codec_cfg)
-    return folder
+    return build_dict_export(folder, lm_cfg, codec_cfg, seed)
 
 
 @pytest.fixture(scope="module", params=["mono", "stereo"])
@@ -84,12 +74,7 @@ def test_generate_same_tokens_and_audio(pair, params):
     up, ours = pair
     for model in (up, ours):
         model.set_generation_params(duration=0.3, **params)
-    torch.manual_seed(7)
-    up_wav, up_tokens = up.generate(TEXTS[:2], return_tokens=True)
-    torch.manual_seed(7)
-    wav, tokens = ours.generate(TEXTS[:2], return_tokens=True)
-    assert torch.equal(tokens, up_tokens)
-    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+    assert_same_generation(up, ours, TEXTS[:2], 7)
 
 
 def test_continuation_and_long_duration(pair):
@@ -120,9 +105,4 @@ def test_our_export_loads_in_upstream(tiny_musicgen_dir):
     ours = MusicGen.get_pretrained(str(tiny_musicgen_dir), device="cpu")
     for model in (up, ours):
         model.set_generation_params(duration=0.3, top_k=10)
-    torch.manual_seed(5)
-    up_wav, up_tokens = up.generate(TEXTS[:2], return_tokens=True)
-    torch.manual_seed(5)
-    wav, tokens = ours.generate(TEXTS[:2], return_tokens=True)
-    assert torch.equal(tokens, up_tokens)
-    torch.testing.assert_close(wav, up_wav, atol=1e-5, rtol=0)
+    assert_same_generation(up, ours, TEXTS[:2], 5)

@@ -5,14 +5,13 @@ Each notebook's code cells run in order, in one namespace, as a notebook would, 
 with its reason in SUBSTITUTIONS): tiny local models for the hub names, CPU for "cuda",
 durations of a second, a WAV file of ours for the mp3 assets, our `audio_read` for
 `torchaudio.load`. Every `display_audio` call is recorded and its players checked. The AudioGen
-and MAGNeT checkpoints are built by upstream's own builders (H-gen's `build_upstream_export`).
+and MAGNeT checkpoints are built by upstream's own builders (`tests/upstream_models.py`).
 """
 from __future__ import annotations
 
 import copy
 import json
 import math
-import os
 import sys
 import types
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import runner  # noqa: E402
+from upstream_models import build_upstream_export, sdist_tree  # noqa: E402
 
 from audiocraft_patched.data.audio import audio_read, audio_write  # noqa: E402
 from audiocraft_patched.utils import notebook  # noqa: E402
@@ -74,12 +74,7 @@ def prepared_source(tree: Path, name: str, fields: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def sdist() -> Path:
-    try:
-        return runner.sdist_tree()
-    except runner.SuiteError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run upstream's notebooks: {err}")
-        pytest.skip(f"upstream sdist unavailable: {err}")
+    return sdist_tree("its notebooks")
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +158,6 @@ def upstream_exports(tiny_t5_dir, tmp_path_factory):
 
     from audiocraft_patched.utils.tiny import make_tiny_t5
 
-    sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
-    from test_audiogen_parity import build_upstream_export
 
     put_in_hf_cache("t5-large", lambda f: make_tiny_t5(f, d_model=1024, num_heads=2, d_kv=8, d_ff=32))
     solvers = {"audiogen": ("audiogen/audiogen_base_16khz", 3), "magnet": ("magnet/magnet_32khz", 2),

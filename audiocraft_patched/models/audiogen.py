@@ -42,10 +42,7 @@ class AudioGen(MusicGen):
                        dtype: torch.dtype | str | None = None) -> "AudioGen":
         """Load 'debug', a checkpoint folder, or a hub id already in the local Hugging Face cache.
 
-        Args:
-            name: what to load.
-            device: 'cpu', 'cuda', ...; default: cuda when available.
-            dtype: run the LM and its text encoders in this dtype (see `MusicGen.set_dtype`).
+        `device` and `dtype` as `MusicGen.get_pretrained`'s.
         """
         if device is None:
             device = "cuda" if torch.cuda.device_count() else "cpu"

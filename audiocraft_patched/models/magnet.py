@@ -52,12 +52,8 @@ class MAGNeT(MusicGen):
         """Load a checkpoint folder, or a hub id already in the local Hugging Face cache.
 
         Upstream's six: facebook/magnet-{small,medium}-{10,30}secs (music) and
-        facebook/audio-magnet-{small,medium} (sound effects).
-
-        Args:
-            name: what to load.
-            device: 'cpu', 'cuda', ...; default: cuda when available.
-            dtype: run the LM and its text encoders in this dtype (see `MusicGen.set_dtype`).
+        facebook/audio-magnet-{small,medium} (sound effects). `device` and `dtype` as
+        `MusicGen.get_pretrained`'s.
         """
         if device is None:
             device = "cuda" if torch.cuda.device_count() else "cpu"

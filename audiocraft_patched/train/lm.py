@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from ..align.losses import lm_cross_entropy
 from ..models.builders import get_lm_model
 from ..models.loaders import COMPRESSION_FILE, LM_FILE, load_compression_model, load_lm_model_ckpt
 from ..modules.conditioners import ConditioningAttributes
-from ..utils.export import copy_file, save_checkpoint, save_torch
+from ..utils.export import copy_file, copy_folder, save_checkpoint, save_torch
 from ..utils.tiny import tiny_musicgen_config, train_sentencepiece
 from ..world.captions import all_captions, caption, vocabulary
 from ..world.synth import CLIP_SECONDS, Attributes, random_attributes, render
@@ -104,7 +103,7 @@ def export_model(lm, cfg: dict, codec_dir: Path, encoder_dir: Path, out: Path) -
     save_checkpoint(out / LM_FILE, state, cfg, overwrite=True)  # exported again every `export_every` steps
     copy_file(Path(codec_dir) / COMPRESSION_FILE, out / COMPRESSION_FILE, overwrite=True)
     if Path(encoder_dir).resolve() != (out / ENCODER_DIR).resolve():
-        shutil.copytree(encoder_dir, out / ENCODER_DIR, dirs_exist_ok=True)
+        copy_folder(encoder_dir, out / ENCODER_DIR, overwrite=True)
     return out
 
 
@@ -119,7 +118,7 @@ def train_lm(out: Path, codec_dir: Path, steps: int = 2500, seed: int = 0, batch
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if init is not None and not (out / ENCODER_DIR / "config.json").is_file():
-        shutil.copytree(Path(init) / ENCODER_DIR, out / ENCODER_DIR)  # the LM learned on this encoder
+        copy_folder(Path(init) / ENCODER_DIR, out / ENCODER_DIR)  # the LM learned on this encoder
     torch.manual_seed(seed)
     random.seed(seed)  # the conditioner's word dropout draws from Python's global RNG
     rng = np.random.default_rng(seed)

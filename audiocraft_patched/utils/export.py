@@ -100,6 +100,14 @@ def copy_file(source: str | Path, path: str | Path, overwrite: bool = False) -> 
     return atomic_write(path, lambda tmp: shutil.copyfile(source, tmp), overwrite)
 
 
+def copy_folder(source: str | Path, path: str | Path, overwrite: bool = False) -> Path:
+    """Copy every file under `source` to the same place under `path`, each atomically (see `copy_file`)."""
+    source, path = Path(source), Path(path)
+    for file in sorted(p for p in source.rglob("*") if p.is_file()):
+        copy_file(file, path / file.relative_to(source), overwrite)
+    return path
+
+
 def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor`, copied when it is a view: `torch.save` would write the whole storage behind a view."""
     whole = tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()

@@ -93,3 +93,14 @@ def test_a_re_exported_t5_model_stays_loadable_by_upstream(tiny_musicgen_dir, tm
     torch.manual_seed(5)
     _, tokens = ours.generate(["calm piano", "fast drums"], return_tokens=True)
     assert torch.equal(tokens, up_tokens)
+
+
+def test_copy_folder_copies_every_file_and_refuses_to_overwrite(tmp_path):
+    export.write_text(tmp_path / "src" / "config.json", "{}")
+    export.write_text(tmp_path / "src" / "sub" / "spiece.model", "x")
+    export.copy_folder(tmp_path / "src", tmp_path / "dst")
+    assert sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*") if p.is_file()) == [
+        "config.json", "sub/spiece.model"]
+    with pytest.raises(FileExistsError):
+        export.copy_folder(tmp_path / "src", tmp_path / "dst")
+    export.copy_folder(tmp_path / "src", tmp_path / "dst", overwrite=True)

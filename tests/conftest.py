@@ -1,5 +1,7 @@
 """Test-wide settings and fixtures: offline hub, a throw-away HF cache, tiny models, `upstream`."""
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +14,8 @@ _HF_CACHE = tempfile.mkdtemp(prefix="acp-hf-cache-")
 os.environ["HF_HUB_CACHE"] = _HF_CACHE
 os.environ["HF_HOME"] = _HF_CACHE
 os.environ["AUDIOCRAFT_PATCHED_HOME"] = tempfile.mkdtemp(prefix="acp-home-")
+for _folder in (_HF_CACHE, os.environ["AUDIOCRAFT_PATCHED_HOME"]):  # nothing left behind in /tmp
+    atexit.register(shutil.rmtree, _folder, ignore_errors=True)
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -7,6 +7,8 @@ a model's generation parameters or RNG.
 """
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,7 +26,10 @@ their swaps), **score** runs the world's analyzers on each clip and shows which 
 
 def build_page(pool: ModelPool, out_dir: Path | None = None) -> gr.Blocks:
     """The page for `pool`'s models; clips are written under `out_dir` (default: a fresh temp folder)."""
-    out_dir = Path(out_dir or tempfile.mkdtemp(prefix="audiocraft-patched-app-"))
+    if out_dir is None:  # our own temporary folder: removed when the server exits
+        out_dir = tempfile.mkdtemp(prefix="audiocraft-patched-app-")
+        atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
+    out_dir = Path(out_dir)
 
     def run_slots(prompt, negative, seed, duration, top_k, cfg, dtype, melody, image, audio_prompt, *models):
         chosen = [m for m in models if m and m != NONE]

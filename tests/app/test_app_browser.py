@@ -53,7 +53,7 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(root / "gr")}
+           "GRADIO_TEMP_DIR": str(root / "gr"), "TMPDIR": str(root)}  # the server's files stay in the test's folder
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "audiocraft_patched.cli", "app", str(swapped), str(broken),
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)

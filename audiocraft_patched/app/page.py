@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .pool import DTYPES, MAX_DURATION_S, Clip, ModelPool, score_clip, spectrogram_image, write_wav
+from .pool import DTYPES, MAX_DURATION_S, QUANTIZATIONS, Clip, ModelPool, score_clip, spectrogram_image, write_wav
 
 SLOTS = ("A", "B", "C")
 NONE = "(none)"
@@ -31,7 +31,7 @@ def build_page(pool: ModelPool, out_dir: Path | None = None) -> gr.Blocks:
         atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
     out_dir = Path(out_dir)
 
-    def run_slots(prompt, negative, seed, duration, top_k, cfg, dtype, melody, image, audio_prompt, *models):
+    def run_slots(prompt, negative, seed, duration, top_k, cfg, dtype, quantize, melody, image, audio_prompt, *models):
         chosen = [m for m in models if m and m != NONE]
         if not chosen:
             raise gr.Error("pick at least one model")
@@ -45,7 +45,7 @@ def build_page(pool: ModelPool, out_dir: Path | None = None) -> gr.Blocks:
             try:
                 caps = pool.capabilities(name)
                 clip = pool.generate(name, prompt, seed=seed, duration=duration, top_k=top_k, cfg_coef=cfg,
-                                     dtype=dtype, negative=negative or "",
+                                     dtype=dtype, quantize=quantize, negative=negative or "",
                                      melody=melody if "melody" in caps else None,
                                      image=image if "image" in caps else None,
                                      audio_prompt=audio_prompt if "audio_prompt" in caps else None)
@@ -117,6 +117,7 @@ def build_page(pool: ModelPool, out_dir: Path | None = None) -> gr.Blocks:
             top_k = gr.Slider(0, 1000, value=250, step=1, label="top-k")
             cfg = gr.Slider(0.0, 10.0, value=3.0, step=0.5, label="CFG coefficient")
             dtype = gr.Radio(list(DTYPES), value="fp32", label="dtype")
+            quantize = gr.Radio(list(QUANTIZATIONS), value="none", label="LM weights", elem_id="quantize")
         with gr.Row():
             melody = gr.Audio(label="melody (melody models)", type="filepath", visible=False)
             image = gr.Image(label="image (image-conditioned models)", type="filepath", visible=False)
@@ -134,7 +135,7 @@ def build_page(pool: ModelPool, out_dir: Path | None = None) -> gr.Blocks:
         score_button = gr.Button("score (world analyzers)", elem_id="score")
         state = gr.State([])
 
-        inputs = [prompt, negative, seed, duration, top_k, cfg, dtype, melody, image, audio_prompt, *pickers]
+        inputs = [prompt, negative, seed, duration, top_k, cfg, dtype, quantize, melody, image, audio_prompt, *pickers]
         outputs = [x for column, player, picture, info, _ in slots for x in (column, player, picture, info)]
         go.click(run_slots, inputs, [*outputs, state, *[s[4] for s in slots]], api_name="compare")
         score_button.click(score, [state], [s[4] for s in slots], api_name="score")

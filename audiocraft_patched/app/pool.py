@@ -4,8 +4,8 @@ No gradio here (the page is `app/page.py`), so this is what the tests and script
 No upstream counterpart: upstream's `demos/musicgen_app.py` keeps one global model and reloads it
 when the picker changes; the page compares models, so the pool keeps every model it has loaded.
 
-A model is keyed by (name, dtype): casting a loaded model to bf16 and back would lose precision
-for the next user, so each precision is its own copy, loaded on first use.
+A model is keyed by (name, dtype, quantization): casting a loaded model to bf16 and back, or
+quantizing it, would change it for the next user, so each variant is its own copy, loaded on first use.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 DTYPES = ("fp32", "bf16")
+QUANTIZATIONS = ("none", "int8", "int4")  # `MusicGen.quantize`: weight-only, the LM's transformer
 MAX_DURATION_S = 30.0  # a page request longer than this is refused: the machine is shared by every user
 
 
@@ -47,18 +48,18 @@ class ModelPool:
         self.names = list(dict.fromkeys(names))
         self.device = device
         self._loader = loader
-        self._models: dict[tuple[str, str], Any] = {}
-        self._errors: dict[tuple[str, str], str] = {}  # a model that failed to load keeps failing fast
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._models: dict[tuple[str, str, str], Any] = {}
+        self._errors: dict[tuple[str, str, str], str] = {}  # a model that failed to load keeps failing fast
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()  # protects the three dicts above
 
-    def _lock(self, key: tuple[str, str]) -> threading.Lock:
+    def _lock(self, key: tuple[str, str, str]) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def _load(self, name: str, dtype: str):
-        """The model for (name, dtype); call with that key's lock held."""
-        key = (name, dtype)
+    def _load(self, name: str, dtype: str, quantize: str):
+        """The model for (name, dtype, quantize); call with that key's lock held."""
+        key = (name, dtype, quantize)
         if key in self._models:
             return self._models[key]
         if key in self._errors:
@@ -72,6 +73,8 @@ class ModelPool:
                 model = MusicGen.get_pretrained(name, device=self.device)
             if dtype != "fp32":
                 model.set_dtype(dtype)
+            if quantize != "none":
+                model.quantize(quantize)
         except Exception as exc:  # any failure is shown on the page; the server keeps serving other models
             message = f"model {name!r} failed to load: {type(exc).__name__}: {exc}"
             self._errors[key] = message
@@ -79,18 +82,20 @@ class ModelPool:
         self._models[key] = model
         return model
 
-    def model(self, name: str, dtype: str = "fp32"):
-        """The loaded model `name` in `dtype` (loading it if needed)."""
-        self._check_name(name, dtype)
-        with self._lock((name, dtype)):
-            return self._load(name, dtype)
+    def model(self, name: str, dtype: str = "fp32", quantize: str = "none"):
+        """The loaded model `name` in `dtype`, quantized as `quantize` (loading it if needed)."""
+        self._check_name(name, dtype, quantize)
+        with self._lock((name, dtype, quantize)):
+            return self._load(name, dtype, quantize)
 
-    def _check_name(self, name: str, dtype: str) -> None:
+    def _check_name(self, name: str, dtype: str, quantize: str) -> None:
         if name not in self.names:
             raise ValueError(f"unknown model {name!r}; this page offers {self.names} (start the app with "
                              "`audiocraft-patched app MODEL ...` to add one)")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
 
     def capabilities(self, name: str) -> set[str]:
         """Which inputs model `name` accepts besides text: 'melody', 'image', 'audio_prompt'."""
@@ -108,17 +113,19 @@ class ModelPool:
         return found
 
     def generate(self, name: str, prompt: str, *, seed: int = 0, duration: float = 2.0, top_k: int = 250,
-                 cfg_coef: float = 3.0, dtype: str = "fp32", negative: str = "", melody: str | None = None,
+                 cfg_coef: float = 3.0, dtype: str = "fp32", quantize: str = "none", negative: str = "",
+                 melody: str | None = None,
                  image: str | None = None, audio_prompt: str | None = None) -> Clip:
         """Generate one clip with model `name`; ValueError (with what to change) for bad requests."""
-        self._check_name(name, dtype)
+        self._check_name(name, dtype, quantize)
         prompt = (prompt or "").strip()
         if not prompt and not (melody or image or audio_prompt):
             raise ValueError("type a prompt (or give a melody / image / audio prompt the model accepts)")
         if not (isinstance(duration, (int, float)) and 0 < duration <= MAX_DURATION_S):
             raise ValueError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds on this page, got {duration}")
-        with self._lock((name, dtype)):  # one generation per model at a time: params and RNG are model state
-            model = self._load(name, dtype)
+        key = (name, dtype, quantize)
+        with self._lock(key):  # one generation per model at a time: params and RNG are model state
+            model = self._load(*key)
             stride = min(18.0, model.max_duration / 2)
             model.set_generation_params(duration=float(duration), top_k=int(top_k), cfg_coef=float(cfg_coef),
                                         extend_stride=stride)

@@ -9,6 +9,7 @@ import pytest
 
 from audiocraft_patched.app.pool import ModelPool, score_clip, spectrogram_image, write_wav
 from audiocraft_patched.models import MusicGen
+from audiocraft_patched.modules.weight_quant import QuantizedWeight
 
 PROMPT = "a loud fast trumpet melody in a high register with busy hi-hats"
 
@@ -105,3 +106,15 @@ def test_score_refuses_non_world_audio(pool):
     clip.sample_rate = 32000
     with pytest.raises(ValueError, match="16000 Hz mono world clips"):
         score_clip(PROMPT, clip)
+
+
+def test_each_dtype_and_quantization_is_its_own_copy(pool):
+    plain = pool.model("default")
+    clip = pool.generate("default", PROMPT, seed=1, duration=0.3, quantize="int8")
+    assert clip.wav.shape[-1] == round(0.3 * clip.sample_rate) and np.isfinite(clip.wav).all()
+    quantized = pool.model("default", quantize="int8")
+    assert quantized is not plain and pool.model("default") is plain  # the fp32 copy is untouched
+    assert isinstance(quantized.lm.transformer.layers[0].linear1.weight, QuantizedWeight)
+    assert not isinstance(plain.lm.transformer.layers[0].linear1.weight, QuantizedWeight)
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        pool.generate("default", PROMPT, quantize="int3")

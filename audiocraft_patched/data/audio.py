@@ -20,7 +20,6 @@ Differences from upstream, on purpose:
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import warnings
 import wave
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .atomic import atomic_write
 from .audio_utils import f32_pcm, normalize_audio  # noqa: F401  (f32_pcm re-exported, as upstream)
 
 # ffmpeg codec names, as upstream's pipe used 'pcm_s16le', mapped to bytes per sample.
@@ -142,14 +142,12 @@ def audio_write(stem_name: str | Path,
     path = Path(str(stem_name) + (".wav" if add_suffix else ""))
     if make_parent_dir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and os.path.lexists(path):  # fail before the work; _place re-checks atomically
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {path.parent} does not exist; pass make_parent_dir=True to create it")
+    if not overwrite and os.path.lexists(path):  # fail before the work; atomic_write re-checks
         raise _exists_error(path)
-    # A temporary name in the same folder (same file system, so the rename is atomic); created
-    # with O_EXCL and mode 0o666 so the umask applies as to any new file.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    file = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
-    try:
-        with file:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as file:
             if wav_encoding == "pcm_f32le":
                 _write_float_wav(file, wav, sample_rate)
             else:
@@ -158,30 +156,17 @@ def audio_write(stem_name: str | Path,
                     out.setsampwidth(WAV_ENCODINGS[wav_encoding])
                     out.setframerate(sample_rate)
                     out.writeframes(_pcm_bytes(wav, wav_encoding))
-        _place(tmp, path, overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)  # never leave a half-written file behind
+
+    try:  # a temporary file renamed into place: readers see the old file or the whole new one
+        atomic_write(path, write, overwrite)
+    except FileExistsError:  # created meanwhile
+        raise _exists_error(path) from None
     return path
 
 
 def _exists_error(path: Path) -> FileExistsError:
     return FileExistsError(f"{path} already exists and audio_write does not replace files by default; "
                            "pass overwrite=True to replace it, or choose another stem_name")
-
-
-def _place(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Give the finished temporary file its name: replacing `path`, or only if it is absent."""
-    if overwrite:
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one
-        return
-    try:
-        os.link(tmp, path)  # fails if `path` exists, atomically: no race between a check and the write
-    except FileExistsError:
-        raise _exists_error(path) from None
-    except OSError:  # a file system without hard links: check, then rename (a narrow race)
-        if os.path.lexists(path):
-            raise _exists_error(path) from None
-        os.rename(tmp, path)
 
 
 @dataclass(frozen=True)

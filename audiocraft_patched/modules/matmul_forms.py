@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..data.atomic import atomic_write
 from .weight_quant import QUANTIZED
 
 FormKey = tuple  # (rows, dtype, device type, threads)
@@ -125,18 +125,9 @@ class Calibration:
         return w_at_x
 
     def _write(self, forms: dict[str, str]) -> None:
-        # Atomic (temporary file + rename) so a concurrent reader never sees half a file. Written
-        # here rather than through utils/export.py, which sits above modules in the import layers.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": _FILE_VERSION, "forms": forms}, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        # Atomic, so a concurrent reader never sees half a file.
+        text = json.dumps({"version": _FILE_VERSION, "forms": forms}, indent=1)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
 
 
 class MatmulForms:

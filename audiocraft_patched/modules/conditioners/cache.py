@@ -27,12 +27,13 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+
+from ...data.atomic import atomic_write
 
 CACHE_FORMAT = 1  # bump when the meaning of an entry changes
 DEFAULT_MAX_DISK_BYTES = 2**30  # 1 GiB of entry files per cache folder, then least recently used go
@@ -189,21 +190,12 @@ class TextEmbeddingCache:
 
     def _write(self, key: str, entry: tuple[torch.Tensor, torch.Tensor]) -> None:
         target = self._file(key)
-        tmp = None
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Write beside the target, then rename: readers see the old state or the whole new file.
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".pt")
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"format": CACHE_FORMAT, "key": key, "states": entry[0].cpu(), "mask": entry[1].cpu()}, f)
-            os.replace(tmp, target)
-            tmp = None
+        record = {"format": CACHE_FORMAT, "key": key, "states": entry[0].cpu(), "mask": entry[1].cpu()}
+        try:  # readers see the old state or the whole new file
+            atomic_write(target, lambda tmp: torch.save(record, tmp), overwrite=True)
         except OSError as exc:
             self._disk_failed(exc)
             return
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
         self._bad.discard(key)
         if self._disk_bytes is None:
             self._disk_bytes = sum(size for _, size, _ in self._scan())

@@ -1,13 +1,13 @@
 """The embedding cache's folder as hostile ground: read-only, bad entries, bounded size (issue 16, items 11-12)."""
 import errno
 import os
+import tempfile
 import time
 import warnings
 
 import pytest
 import torch
 
-from audiocraft_patched.modules.conditioners import cache as cache_module
 from audiocraft_patched.modules.conditioners.cache import TextEmbeddingCache
 
 
@@ -27,7 +27,7 @@ def test_read_only_folder_degrades_to_memory_with_one_warning(tmp_path, monkeypa
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
-    monkeypatch.setattr(cache_module.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # what the atomic writer makes its file with
     cache = fresh(tmp_path)
     with pytest.warns(UserWarning, match="cannot write to .*Read-only file system.*memory only") as caught:
         for i in range(1, 4):

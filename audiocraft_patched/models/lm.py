@@ -13,6 +13,7 @@ default `cfg_coef` and ignores the one passed to `generate`; we use the one pass
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -141,6 +142,35 @@ class _Stream:
     cross_kv: list | None = None
     offset: int = 0  # positions fed so far (prepended conditions included)
     positions: torch.Tensor | None = None  # sinusoidal embedding of every position of the generation
+    # Fixed-shape steps (compile_step): the caches' shared write position [1] and visible slots [1, capacity].
+    position: torch.Tensor | None = None
+    visible: torch.Tensor | None = None
+
+
+def _decode(lm: "LMModel", x: torch.Tensor, pos_emb: torch.Tensor, cross_kv: list | None,
+            caches: list[KVCache]) -> torch.Tensor:
+    """The transformer and heads on fused inputs x [b, s, C]: float32 logits of the last position [b, K, card].
+
+    A module-level function taking the LM, so that the one compiled version (`_compiled_decode`)
+    serves every LM (a deep-copied model included): dynamo guards on which LM it is given.
+    """
+    out = lm.transformer(x, cross_kv=cross_kv, caches=caches, pos_emb=pos_emb)
+    return lm._heads(out[:, -1:])[:, :, 0].float()  # sampling in float32 whatever the LM's dtype
+
+
+_CAPACITY_BUCKET = 256  # fixed-shape caches are rounded up to this: one compiled graph per bucket, not per length
+_compiled_decode: Callable | None = None  # torch.compile(_decode), made at first use
+
+
+def compiler_note() -> str | None:
+    """Why the decode step cannot be compiled here (no C++ compiler for inductor's CPU code), or None."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as error:  # the lookup raises when no compiler is found (or inductor is missing)
+        return f"no C++ compiler for torch.compile ({type(error).__name__}: {error})"
+    return None
 
 
 class LMModel(nn.Module):
@@ -276,6 +306,34 @@ class LMModel(nn.Module):
         logits, _, mask = pattern.revert_pattern_logits(logits, float("nan"), keep_only_valid_steps)
         return LMOutput(logits.permute(0, 2, 3, 1), mask[None].expand(B, -1, -1))
 
+    def compile_step(self, enable: bool = True) -> bool:
+        """Run each one-position generation step through `torch.compile` (inductor), or not.
+
+        The compiled step fuses what lies between the matrix products (norms, residuals, attention
+        glue, dtype casts); its self-attention caches have fixed shapes (`KVCache.fixed`), rounded
+        up to 256 positions so that one graph serves every step of a generation. The first call
+        with a new shape compiles (seconds to minutes; later generations of that shape reuse it).
+        Without a C++ compiler, or if compiling fails, generation stays eager and one warning says
+        so. Numerics: inductor fuses and reorders float operations, so logits differ from the eager
+        path by rounding (tests: greedy tokens equal on a tiny model).
+
+        Returns:
+            whether steps will be compiled.
+        """
+        note = compiler_note() if enable else None
+        if note is not None:
+            warnings.warn(f"compile_step: {note}; generation stays eager", RuntimeWarning, stacklevel=2)
+        self.compiled_step = enable and note is None
+        return self.compiled_step
+
+    compiled_step: bool = False  # set by compile_step
+
+    def _compiled(self) -> Callable:
+        global _compiled_decode
+        if _compiled_decode is None:
+            _compiled_decode = torch.compile(_decode)  # static shapes, but for the text length (mark_dynamic)
+        return _compiled_decode
+
     def _step(self, stream: _Stream, sequence: torch.Tensor, capacity: int) -> torch.Tensor:
         """Feed new steps [b, K, s] of one stream; logits of the last position [b, K, card]."""
         x, source = self.fuser(self._embed(sequence), stream.conditions, first_step=stream.offset == 0)
@@ -284,16 +342,48 @@ class LMModel(nn.Module):
             head_dim = self.dim // attn.num_heads
             capacity += x.shape[1] - sequence.shape[2]  # room for prepended conditions
             # kv_heads: with kv_repeat > 1 fewer key/value heads than query heads are cached
-            stream.caches = [KVCache.empty(x.shape[0], attn.kv_heads, capacity, head_dim, x)
-                             for _ in self.transformer.layers]
+            shape = (x.shape[0], attn.kv_heads, capacity, head_dim)
+            if self.compiled_step:
+                capacity = -(-capacity // _CAPACITY_BUCKET) * _CAPACITY_BUCKET
+                stream.position = torch.zeros(1, dtype=torch.long, device=x.device)
+                stream.visible = torch.zeros(1, capacity, dtype=torch.bool, device=x.device)
+                stream.caches = [KVCache.fixed(*shape[:2], capacity, head_dim, x, stream.position, stream.visible)
+                                 for _ in self.transformer.layers]
+            else:
+                stream.caches = [KVCache.empty(*shape, x) for _ in self.transformer.layers]
             stream.positions = self.transformer.positional(0, capacity, 1, x)  # [1, capacity, C], once
             if source is not None:
                 stream.cross_kv = self.transformer.project_cross_kv(source)
-        steps = x.shape[1]
-        pos = stream.positions[:, stream.offset:stream.offset + steps].expand(x.shape[0], -1, -1)
-        out = self.transformer(x, cross_kv=stream.cross_kv, caches=stream.caches, offset=stream.offset, pos_emb=pos)
+        steps, start = x.shape[1], stream.offset
+        pos = stream.positions[:, start:start + steps].expand(x.shape[0], -1, -1)
         stream.offset += steps
-        return self._heads(out[:, -1:])[:, :, 0].float()  # sampling in float32 whatever the LM's dtype
+        if stream.position is None:
+            return _decode(self, x, pos, stream.cross_kv, stream.caches)
+        # Fixed-shape caches: several steps at once (a prompt, prepended conditions) go eager into
+        # the buffers' prefix; a single step is written at `position` by the compiled graph.
+        stream.visible[:, start:start + steps] = True
+        if steps > 1:
+            for cache in stream.caches:
+                cache.position = None
+            try:
+                return _decode(self, x, pos, stream.cross_kv, stream.caches)
+            finally:
+                for cache in stream.caches:
+                    cache.position = stream.position
+        stream.position.fill_(start)
+        for cache in stream.caches:
+            cache.length = start + 1
+        if self.compiled_step:
+            for kv in stream.cross_kv or ():  # the text length varies with the prompt: one graph for any
+                for tensor in kv:
+                    torch._dynamo.mark_dynamic(tensor, 2)
+            try:
+                return self._compiled()(self, x, pos, stream.cross_kv, stream.caches)
+            except Exception as error:  # e.g. the compiler fails: the same step, eager
+                self.compiled_step = False
+                warnings.warn(f"compile_step: compiling failed ({type(error).__name__}: {str(error)[:200]}); "
+                              "generation continues eager", RuntimeWarning, stacklevel=2)
+        return _decode(self, x, pos, stream.cross_kv, stream.caches)
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor | None = None, conditions: list[ConditioningAttributes] | None = None,

@@ -46,6 +46,13 @@ class MAGNeT(MusicGen):
         self.duration = self.max_duration
         self.set_generation_params()
 
+    def compile_step(self, enable: bool = True) -> bool:
+        """Not for MAGNeT: it decodes whole sequences in rounds, with no one-position step to compile."""
+        if enable:
+            raise NotImplementedError("compile_step compiles MusicGen's and AudioGen's autoregressive decode step; "
+                                      "MAGNeT has none (it re-masks whole sequences): generate without it")
+        return False
+
     @staticmethod
     def get_pretrained(name: str = "facebook/magnet-small-10secs", device: str | torch.device | None = None,
                        dtype: torch.dtype | str | None = None) -> "MAGNeT":

@@ -200,6 +200,15 @@ class MusicGen:
                     conditioner.refresh()  # new weights: a new embedding-cache fingerprint
         return self
 
+    def compile_step(self, enable: bool = True) -> bool:
+        """Compile the LM's one-position decode step with `torch.compile` (`LMModel.compile_step`).
+
+        Opt-in: the first generation of a batch size pays the compilation (30 s to 2 min for
+        musicgen-small on 2 cores), later ones are faster (bench/README.md has the rows). Without
+        a C++ compiler it warns once and stays eager. Returns whether steps will be compiled.
+        """
+        return self.lm.compile_step(enable)
+
     def set_text_encoder(self, name_or_dir: str, attribute: str = "description", keep_projection: str | bool = "auto",
                          seed: int | None = 0, **kwargs):
         """Replace the text conditioner `attribute` by one on another Hugging Face encoder.

@@ -150,6 +150,7 @@ class MatmulForms:
         self.sources: dict[FormKey, str] = {key: "given" for key in self.forms}
         self.measure = measure
         self.calibration = calibration
+        self.chosen_threads = torch.get_num_threads()  # the thread count of the last `choose` (see `linear`)
 
     @staticmethod
     def key(rows: int, dtype: torch.dtype, device: torch.device) -> FormKey:
@@ -164,6 +165,7 @@ class MatmulForms:
     def choose(self, weights: list[torch.Tensor], rows: int, reps: int = 5) -> bool:
         """The form for `rows` rows over `weights`, found once per key when `measure` allows it."""
         weight = weights[0]
+        self.chosen_threads = torch.get_num_threads()
         if isinstance(weight, QUANTIZED):  # quantized products have one form (weight_quant.py)
             return False
         key = self.key(rows, weight.dtype, weight.device)
@@ -215,7 +217,10 @@ class MatmulForms:
         if isinstance(weight, QUANTIZED):
             return weight.linear(x, bias)
         rows = x.numel() // x.shape[-1]
-        if x.requires_grad or not self.forms.get(self.key(rows, x.dtype, x.device), False):
+        # torch.compile cannot trace get_num_threads (a graph break per product): a compiled step
+        # (LMModel.compile_step) looks its form up under the thread count `choose` saw at its start.
+        threads = self.chosen_threads if torch.compiler.is_compiling() else torch.get_num_threads()
+        if x.requires_grad or not self.forms.get((rows, x.dtype, x.device.type, threads), False):
             return F.linear(x, weight, bias)
         out = (weight @ x.reshape(rows, -1).T).T
         if bias is not None:

@@ -22,16 +22,37 @@ class KVCache:
     """Self-attention keys/values of one layer, preallocated for a whole generation.
 
     `keys`/`values` are [B, H, capacity, D]; positions `[0, length)` are filled.
+
+    Fixed-shape steps (the compiled decode step, `LMModel.compile_step`): with `position` (a [1]
+    long tensor) and `visible` ([1, capacity] bool) set, `write` stores one step at `position` and
+    attention reads the whole capacity through `visible`, so every step has the same shapes and
+    one compiled graph serves them all. The owner advances both tensors (in place) between steps.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     length: int = 0
+    position: torch.Tensor | None = None
+    visible: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, batch: int, heads: int, capacity: int, head_dim: int, like: torch.Tensor) -> "KVCache":
         shape = (batch, heads, capacity, head_dim)
         return cls(like.new_empty(shape), like.new_empty(shape))
+
+    @classmethod
+    def fixed(cls, batch: int, heads: int, capacity: int, head_dim: int, like: torch.Tensor,
+              position: torch.Tensor, visible: torch.Tensor) -> "KVCache":
+        """A cache for fixed-shape steps. Zero-filled: attention multiplies the unwritten slots by
+        a zero weight, which must not meet the NaN an uninitialised slot can hold."""
+        shape = (batch, heads, capacity, head_dim)
+        return cls(like.new_zeros(shape), like.new_zeros(shape), position=position, visible=visible)
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-shape step: store k, v [B, H, 1, D] at `position`; return the whole buffers."""
+        self.keys.index_copy_(2, self.position, k)
+        self.values.index_copy_(2, self.position, v)
+        return self.keys, self.values
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v [B, H, t, D] after what is cached; return all cached keys and values."""

@@ -245,7 +245,10 @@ class StreamingMultiheadAttention(StreamingModule):
             if cache is None and self._stream is not None:
                 cache, = self._stream_caches(1, q.shape[2], q.shape[0], self.kv_heads, q.shape[3], k)
             past = 0
-            if cache is not None:
+            if cache is not None and cache.position is not None:  # fixed-shape step: one query, masked
+                k, v = cache.write(k, v)
+                attn_mask = cache.visible
+            elif cache is not None:
                 past = cache.length
                 k, v = cache.append(k, v)
             if self.kv_repeat > 1:  # each key/value head serves kv_repeat consecutive query heads

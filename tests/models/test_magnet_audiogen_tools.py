@@ -134,3 +134,18 @@ def test_bfloat16(folder):
     assert type(model) is KINDS[kind][1] and next(model.lm.parameters()).dtype == torch.bfloat16
     tokens = _tokens(model)
     assert tokens.shape[:2] == (2, 4) and (tokens < model.lm.card).all()
+
+
+def test_compile_step_is_refused_by_magnet_only(folder, monkeypatch):
+    from audiocraft_patched.models import lm as lm_module
+
+    kind, path = folder
+    model = load_generator(path, "cpu")
+    monkeypatch.setattr(lm_module, "compiler_note", lambda: "no C++ compiler (test)")  # no compiling here
+    if kind == "magnet":
+        with pytest.raises(NotImplementedError, match="MAGNeT has none"):
+            model.compile_step()
+        assert model.compile_step(False) is False
+    else:
+        with pytest.warns(RuntimeWarning, match="stays eager"):
+            assert model.compile_step() is False

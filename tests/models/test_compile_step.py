@@ -1,0 +1,99 @@
+"""compile_step: fixed-shape caches, the compiled decode step, and the eager fallbacks."""
+import warnings
+
+import pytest
+import torch
+
+from audiocraft_patched.models import MusicGen
+from audiocraft_patched.models import lm as lm_module
+
+TEXTS = ["calm piano with soft drums", "fast loud drums"]
+
+
+@pytest.fixture()
+def model(tiny_musicgen_dir):
+    model = MusicGen.get_pretrained(str(tiny_musicgen_dir), device="cpu")
+    model.set_generation_params(duration=0.4, use_sampling=False, cfg_coef=3.0)
+    return model
+
+
+def tokens(model, texts=TEXTS, prompt=None):
+    if prompt is None:
+        return model.generate(texts, return_tokens=True)[1]
+    return model.generate_continuation(prompt, model.sample_rate, texts, return_tokens=True)[1]
+
+
+def test_fixed_shape_caches_compute_what_growing_caches_do(model, monkeypatch):
+    """The compiled step's cache layout, run eagerly: same tokens, with and without a prompt."""
+    prompt = torch.linspace(-0.5, 0.5, model.sample_rate // 5).repeat(2, 1, 1)
+    reference, continued = tokens(model), tokens(model, prompt=prompt)
+    monkeypatch.setattr(lm_module.LMModel, "_compiled", lambda self: lm_module._decode)
+    monkeypatch.setattr(model.lm, "compiled_step", True)
+    assert torch.equal(tokens(model), reference)
+    assert torch.equal(tokens(model, prompt=prompt), continued)
+
+
+def test_compiled_step_gives_the_eager_tokens(model):
+    if lm_module.compiler_note() is not None:
+        pytest.skip(lm_module.compiler_note())
+    longer = ["a much longer text than the others, for a new text length", "drums"]  # same batch, other length
+    reference, other = tokens(model), tokens(model, longer)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+        assert model.compile_step() is True
+        assert torch.equal(tokens(model), reference)
+        # Another text length reuses the graph (the cross-attention length is dynamic).
+        assert torch.equal(tokens(model, longer), other)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+    model.set_generation_params(duration=0.4, use_sampling=True, top_k=20, cfg_coef=3.0)
+    torch.manual_seed(5)
+    compiled = tokens(model)
+    model.compile_step(False)
+    torch.manual_seed(5)
+    assert torch.equal(compiled, tokens(model))
+
+
+def test_without_a_compiler_it_warns_once_and_stays_eager(model, monkeypatch):
+    reference = tokens(model)
+    monkeypatch.setattr(lm_module, "compiler_note", lambda: "no C++ compiler for torch.compile (test)")
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler.*stays eager"):
+        assert model.compile_step() is False
+    assert torch.equal(tokens(model), reference)
+
+
+def test_a_failing_compilation_falls_back_to_eager_with_one_warning(model, monkeypatch):
+    reference = tokens(model)
+
+    def broken(*args):
+        raise RuntimeError("inductor exploded")
+
+    monkeypatch.setattr(lm_module, "compiler_note", lambda: None)
+    monkeypatch.setattr(lm_module.LMModel, "_compiled", lambda self: broken)
+    assert model.compile_step() is True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert torch.equal(tokens(model), reference)
+    notes = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(notes) == 1 and "inductor exploded" in notes[0] and "continues eager" in notes[0]
+    assert model.lm.compiled_step is False
+
+
+def test_cli_generate_compile(tiny_musicgen_dir, tmp_path, monkeypatch):
+    from audiocraft_patched import cli
+
+    def generate(name, *extra):
+        out = tmp_path / f"{name}.wav"
+        assert cli.main(["generate", str(tiny_musicgen_dir), "calm piano", "--duration", "0.4", "--seed", "1", "-q",
+                         "-o", str(out), *extra]) == 0
+        return out.read_bytes()
+
+    plain = generate("plain")
+    monkeypatch.setattr(lm_module, "compiler_note", lambda: "no C++ compiler for torch.compile (test)")
+    with pytest.warns(RuntimeWarning, match="stays eager"):
+        assert generate("no-compiler", "--compile") == plain
+    monkeypatch.setattr(lm_module, "compiler_note", lambda: None)
+    monkeypatch.setattr(lm_module.LMModel, "_compiled", lambda self: lm_module._decode)  # the fixed-shape path
+    assert generate("fixed", "--compile") == plain

@@ -26,12 +26,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_run import IMPLS  # noqa: E402  (imports torch, not the Hugging Face libraries)
+from bench_run import MEMORY_IMPLS  # noqa: E402  (imports torch, not the Hugging Face libraries)
 
 QUICK = {"frames": 8, "reps": 3, "decode_frames": 50, "cond_reps": 10,
-         "memory": "upstream,ours,transformers", "upstream_bf16": False}
+         "memory": "upstream,ours,transformers", "upstream_bf16": False,
+         "fast_frames": 8, "long_frames": 0, "long_reps": 1, "first_audio_reps": 0}
 FULL = {"frames": 24, "reps": 7, "decode_frames": 250, "cond_reps": 30,
-        "memory": "upstream,ours,ours-bf16,transformers,transformers-bf16", "upstream_bf16": True}
+        "memory": "upstream,ours,ours-bf16,ours-int8,ours-int4,transformers,transformers-bf16", "upstream_bf16": True,
+        "fast_frames": 50, "long_frames": 500, "long_reps": 1, "first_audio_reps": 3}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,10 +50,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", help="implementations whose peak memory to measure, comma-separated, or 'none'")
     p.add_argument("--no-upstream-bf16", dest="upstream_bf16", action="store_false", default=None,
                    help="skip upstream with bfloat16 weights (not an upstream option; measured for reference)")
+    p.add_argument("--no-fast", dest="fast", action="store_false",
+                   help="skip the fast-path section (int8/int4, compiled, torch.ao int8, first audio)")
+    p.add_argument("--fast-frames", type=int, help="frames of the fast-path section's short runs (default 50: 1 s)")
+    p.add_argument("--long-frames", type=int, help="frames of its long runs (default 500: 10 s; 0 skips them)")
+    p.add_argument("--long-reps", type=int, help="rounds of the long runs (default 1)")
+    p.add_argument("--first-audio-reps", type=int, help="rounds of the time to first audio (default 3; 0 skips)")
     p.add_argument("--workdir", type=Path, help="keep models here and reuse them next time (default: a temp dir)")
     p.add_argument("--hf-cache", type=Path, help="Hugging Face cache to put the random 't5-base' in "
                                                  "(default: <workdir>/hf-cache)")
-    p.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)  # peak-memory worker
+    p.add_argument("--child", choices=MEMORY_IMPLS, help=argparse.SUPPRESS)  # peak-memory worker
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key, None) is None:
@@ -60,11 +68,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--shape must be small or tiny, got {args.shape!r}")
     args.batches = [int(b) for b in args.batches.split(",")]
     args.memory = [] if args.memory == "none" else [m for m in args.memory.split(",") if m]
-    unknown = sorted(set(args.memory) - set(IMPLS))
+    unknown = sorted(set(args.memory) - set(MEMORY_IMPLS))
     if unknown:
-        p.error(f"--memory: unknown implementations {unknown}; choose from {list(IMPLS)} or 'none'")
-    if min(args.frames, args.reps, args.decode_frames, args.cond_reps, args.threads, *args.batches) < 1:
-        p.error("--frames, --reps, --decode-frames, --cond-reps, --threads and --batches must be >= 1")
+        p.error(f"--memory: unknown implementations {unknown}; choose from {list(MEMORY_IMPLS)} or 'none'")
+    if min(args.frames, args.reps, args.decode_frames, args.cond_reps, args.threads, args.fast_frames,
+           args.long_reps, *args.batches) < 1:
+        p.error("--frames, --reps, --decode-frames, --cond-reps, --threads, --fast-frames, --long-reps and "
+                "--batches must be >= 1")
+    if min(args.long_frames, args.first_audio_reps) < 0:
+        p.error("--long-frames and --first-audio-reps must be >= 0")
     return args
 
 
@@ -154,6 +166,13 @@ class Models:
             if dtype != torch.float32:
                 model.lm.to(dtype)  # not an upstream option (it autocasts on GPU only); for reference
             return model
+        if impl in ("ours-int8", "ours-int4"):  # the quantized checkpoint bench_fast saved, as users load it
+            from audiocraft_patched.models import MusicGen
+
+            folder = self.workdir / f"export-{impl.removeprefix('ours-')}"
+            if not (folder / "quantized-from.json").is_file():
+                raise RuntimeError(f"{folder} is missing: the fast-path section saves it (run without --no-fast)")
+            return MusicGen.get_pretrained(str(folder), device="cpu", dtype=torch.bfloat16)
         if impl.startswith("ours"):
             return bb.load_ours(self.export, dtype)[0]
         return bh.load(self.hf_dir, dtype)

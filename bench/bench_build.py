@@ -182,6 +182,13 @@ def load_ours(export: Path, dtype: torch.dtype = torch.float32):
     return cast_ours(model, dtype)
 
 
+def with_own_lm(model):
+    """A MusicGen sharing `model`'s codec but holding a copy of its LM (and text encoder), to cast or quantize."""
+    other = copy.copy(model)
+    other.lm = copy.deepcopy(model.lm)  # (the codec's weight_norm tensors refuse deepcopy; it is not cast)
+    return other
+
+
 def cast_ours(model, dtype: torch.dtype):
     """Cast an already loaded model of ours; returns (model, name of the call used)."""
     for method in ("set_dtype", "to_dtype"):

@@ -63,6 +63,8 @@ def report(results: dict) -> str:
         out += [f"EnCodec decode of {results['decode'][0]['frames']} frames, batch 1, median of {s['reps']} rounds:",
                 table(["impl", "ms", "x realtime"], rows), ""]
 
+    out += fast_report(results.get("fast"), s)
+
     if results["memory"]:
         rows = [[r["impl"], f"{r['load_s']:.1f}", f"{r['imports_mib']:.0f}", f"{r['load_peak_mib']:.0f}",
                  _fmt(r["generate_peak_mib"], ".0f", "n/a"), f"{r['peak_mib']:.0f}"] for r in results["memory"]]
@@ -70,6 +72,34 @@ def report(results: dict) -> str:
                 f"generate {s['frames']} frames at batch 1 and decode them.",
                 table(["impl", "load s", "after imports", "load peak", "generate peak", "peak"], rows), ""]
     return "\n".join(out)
+
+
+def fast_report(fast: dict | None, s: dict) -> list[str]:
+    """The fast-path section (bench_fast.py): ms/step at each length, errors against float32, first audio."""
+    if not fast:
+        return []
+    out = []
+    for rows in fast["lengths"]:
+        frames = rows[0]["frames"]
+        table_rows = [[r["impl"], f"{r['ms_per_step']:.1f}", f"{r['best_ms_per_step']:.1f}", _fmt(r["x_upstream"]),
+                       "-" if r["tokens_ref"] is None else f"{r['tokens_equal_pct']:.1f}% vs {r['tokens_ref']}",
+                       _fmt(r["warm_s"], ".0f")] for r in rows]
+        out += [f"Fast paths: batch 1, greedy, CFG 3, {frames} frames ({frames / 50:g} s at 50 frames/s), no decoding; "
+                f"median of {len(rows[0]['seconds'])} interleaved round(s). int8/int4: weight-only, bfloat16 "
+                "activations; compiled: MusicGen.compile_step, warmed (compiled) at this length first (warm s).",
+                table(["impl", "ms/step", "best", "x upstream", "equal tokens", "warm s"], table_rows), ""]
+    rows = [[e["impl"], f"{e['max_abs_err']:.3f}", f"{e['mean_abs_err']:.4f}", f"{e['logit_std']:.2f}",
+             f"{e['top1_agree_pct']:.1f}%"] for e in fast["errors"]]
+    out += ["Error against float32: one full pass over fixed codes (48 frames), logits of every position and "
+            "codebook; top-1: the argmax is float32's.",
+            table(["impl", "max |err|", "mean |err|", "logit std", "top-1 agree"], rows), ""]
+    if fast.get("first_audio"):
+        rows = [[r["impl"], f"{r['first_audio_s']:.2f}"] for r in fast["first_audio"]]
+        frames = fast["lengths"][-1][0]["frames"]
+        out += [f"Time to first audio: generate_stream of {frames / 50:g} s (1 s chunks, 1 s of context, 0.2 s "
+                "lookahead), conditioning included; median.",
+                table(["impl", "first audio s"], rows), ""]
+    return out
 
 
 def print_report(results: dict) -> None:

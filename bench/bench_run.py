@@ -5,7 +5,6 @@ same inputs, timed in interleaved rounds (bench_measure.py).
 """
 from __future__ import annotations
 
-import copy
 import gc
 import importlib.util
 import sys
@@ -18,11 +17,13 @@ import torch
 import bench_build as bb
 import bench_hf as bh
 import bench_measure as bm
+from bench_build import with_own_lm
 
 # Largest |difference| of float32 logits / audio between implementations, relative to the
 # largest |value|, that still counts as "the same weights": summation order differs, nothing else.
 TOLERANCE = 1e-4
 IMPLS = ("upstream", "upstream-bf16", "ours", "ours-bf16", "transformers", "transformers-bf16")
+MEMORY_IMPLS = IMPLS + ("ours-int8", "ours-int4")  # the quantized ones: checkpoints saved by bench_fast
 # Whose tokens each implementation's are compared with (greedy decoding, same prompts).
 REFERENCE = {"upstream-bf16": "upstream", "ours": "upstream", "ours-bf16": "ours", "transformers": "ours",
              "transformers-bf16": "transformers"}
@@ -30,13 +31,6 @@ REFERENCE = {"upstream-bf16": "upstream", "ours": "upstream", "ours-bf16": "ours
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def with_own_lm(model):
-    """A MusicGen sharing `model`'s codec but holding a copy of its LM (and text encoder), to cast."""
-    other = copy.copy(model)
-    other.lm = copy.deepcopy(model.lm)  # (the codec's weight_norm tensors refuse deepcopy; it is not cast)
-    return other
 
 
 def load_all(args, models) -> dict:
@@ -196,12 +190,22 @@ def run_all(args, models_cls, hf_cache: Path, run_child) -> dict:
     results["generation"] = time_generation(impls, tokenizer, args, shape)
     results["conditioning"] = time_conditioning(impls, args, shape)
     results["decode"] = time_decode(impls, args, shape)
+    if args.fast:
+        for name in ("upstream-bf16", "transformers-bf16"):  # not in the fast-path section: room for its copies
+            impls.pop(name, None)
+        gc.collect()
+        from bench_fast import run_fast
+
+        results["fast"] = run_fast(impls, models, args, shape)
     results["load_average"].append(bm.load_average())
     del impls
     gc.collect()  # the memory workers should not compete with this process's models
     results["memory"] = []
     for impl in args.memory:
         if impl.startswith("upstream") and bb.import_upstream() is None:
+            continue
+        if impl in ("ours-int8", "ours-int4") and not args.fast:
+            log(f"peak memory of {impl}: left out (its checkpoint is saved by the fast-path section)")
             continue
         log(f"peak memory of {impl} (fresh process) ...")
         results["memory"].append(run_child(args, impl, hf_cache))

@@ -28,12 +28,21 @@ def load_bench():
 
 @pytest.fixture(scope="module")
 def results(tiny_t5_dir, tmp_path_factory):
+    from audiocraft_patched.models import lm
+
     bench = load_bench()
     out = tmp_path_factory.mktemp("bench")
-    results = bench.main(["--shape", "tiny", "--frames", "3", "--reps", "1", "--batches", "1,2",
-                          "--decode-frames", "5", "--cond-reps", "2", "--memory", "ours", "--threads", "1",
-                          "--workdir", str(out / "work"), "--hf-cache", os.environ["HF_HUB_CACHE"],
-                          "--json", str(out / "results.json")])
+    # Compiling costs ~10 s a variant: the compiled rows are covered by tests/models/test_compile_step.py.
+    patch = pytest.MonkeyPatch()
+    patch.setattr(lm, "compiler_note", lambda: "no compiler (bench smoke test)")
+    try:
+        results = bench.main(["--shape", "tiny", "--frames", "3", "--reps", "1", "--batches", "1,2",
+                              "--decode-frames", "5", "--cond-reps", "2", "--memory", "ours,ours-int8", "--threads",
+                              "1", "--fast-frames", "3", "--long-frames", "6", "--first-audio-reps", "1",
+                              "--workdir", str(out / "work"), "--hf-cache", os.environ["HF_HUB_CACHE"],
+                              "--json", str(out / "results.json")])
+    finally:
+        patch.undo()
     results["_json"] = out / "results.json"
     return results
 
@@ -88,10 +97,29 @@ def test_conditioning_decode_memory(results):
         assert (c["hit_ms"] is not None) == (c["cached_miss_ms"] is not None) == cacheable
     assert {"ours", "transformers"} <= {d["impl"] for d in results["decode"]}
     assert all(d["ms"] > 0 and d["frames"] == 5 for d in results["decode"])
-    [memory] = results["memory"]
-    assert memory["impl"] == "ours"
-    assert 0 < memory["imports_mib"] <= memory["load_peak_mib"] <= memory["peak_mib"]
-    assert memory["load_s"] > 0
+    assert [m["impl"] for m in results["memory"]] == ["ours", "ours-int8"]
+    for memory in results["memory"]:
+        assert 0 < memory["imports_mib"] <= memory["load_peak_mib"] <= memory["peak_mib"]
+        assert memory["load_s"] > 0
+
+
+def test_fast_path_rows(results):
+    fast = results["fast"]
+    short, long = fast["lengths"]
+    expected = {"transformers fp32", "transformers int8 (torch.ao)", "ours fp32", "ours bf16", "ours int8",
+                "ours int4"} | ({"upstream fp32"} if upstream_installed() else set())
+    for rows, frames in ((short, 3), (long, 6)):
+        assert {r["impl"] for r in rows} == expected  # compiled rows left out: no compiler (patched)
+        for r in rows:
+            assert r["frames"] == frames and r["ms_per_step"] > 0
+            if r["impl"].startswith("ours ") and r["impl"] != "ours fp32":
+                assert r["tokens_ref"] == "ours fp32" and 0 <= r["tokens_equal_pct"] <= 100
+    errors = {e["impl"]: e for e in fast["errors"]}
+    assert set(errors) == expected - {"ours fp32", "transformers fp32", "upstream fp32"}
+    assert all(0 <= e["mean_abs_err"] <= e["max_abs_err"] and 0 <= e["top1_agree_pct"] <= 100 for e in errors.values())
+    assert errors["ours bf16"]["max_abs_err"] > 0  # a cast copy, not float32 again
+    firsts = {r["impl"]: r["first_audio_s"] for r in fast["first_audio"]}
+    assert {"ours fp32", "ours int4"} <= set(firsts) and all(t > 0 for t in firsts.values())
 
 
 def test_report_and_json(results):
@@ -100,7 +128,8 @@ def test_report_and_json(results):
     saved = json.loads(results["_json"].read_text())
     assert saved["generation"] == json.loads(json.dumps(results["generation"]))
     text = bench_report.report(saved)
-    for heading in ("Same weights, same outputs", "frames/s", "Conditioning", "EnCodec decode", "peak resident memory"):
+    for heading in ("Same weights, same outputs", "frames/s", "Conditioning", "EnCodec decode", "peak resident memory",
+                    "Fast paths", "Error against float32", "Time to first audio"):
         assert heading in text
 
 

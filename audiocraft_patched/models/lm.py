@@ -321,6 +321,8 @@ class LMModel(nn.Module):
             whether steps will be compiled.
         """
         note = compiler_note() if enable else None
+        if enable and any(layer.self_attn.past_context is not None for layer in self.transformer.layers):
+            note = "a sliding self-attention window (past_context) is not supported by the fixed-shape step"
         if note is not None:
             warnings.warn(f"compile_step: {note}; generation stays eager", RuntimeWarning, stacklevel=2)
         self.compiled_step = enable and note is None

@@ -97,3 +97,10 @@ def test_cli_generate_compile(tiny_musicgen_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(lm_module, "compiler_note", lambda: None)
     monkeypatch.setattr(lm_module.LMModel, "_compiled", lambda self: lm_module._decode)  # the fixed-shape path
     assert generate("fixed", "--compile") == plain
+
+
+def test_a_sliding_window_stays_eager(model, monkeypatch):
+    monkeypatch.setattr(lm_module, "compiler_note", lambda: None)
+    monkeypatch.setattr(model.lm.transformer.layers[0].self_attn, "past_context", 4)
+    with pytest.warns(RuntimeWarning, match="past_context.*stays eager"):
+        assert model.compile_step() is False

@@ -153,7 +153,7 @@ def errors(models_by_name: dict, tokenizer, impls: dict, shape: bb.Shape) -> lis
 
 def first_audio(models_by_name: dict, runs: dict, impls: dict, frames: int, reps: int, long_rows: list,
                 shape: bb.Shape) -> list[dict]:
-    """Seconds to the first audio chunk (1 s) of a `frames`-long generation with `generate_stream`.
+    """Seconds to the first audio chunk (0.25 s: the default first chunk) of a `frames`-long `generate_stream`.
 
     Upstream has no streaming: its first audio is the whole generation plus its decode.
     """

@@ -413,6 +413,29 @@ class LMModel(nn.Module):
             on_step: called as on_step(sequence, step) after each step, with the pattern sequence
                 [B, K, S] filled up to `step` (read only; streaming decodes what is complete).
         """
+        steps = self.generate_steps(prompt, conditions, num_samples, max_gen_len, use_sampling, temp, top_k, top_p,
+                                    cfg_coef, two_step_cfg, remove_prompts, check, callback, null_conditions)
+        while True:
+            try:
+                sequence, step = next(steps)
+            except StopIteration as done:
+                return done.value
+            if on_step is not None:
+                on_step(sequence, step)
+
+    @torch.no_grad()
+    def generate_steps(self, prompt: torch.Tensor | None = None, conditions: list[ConditioningAttributes] | None = None,
+                       num_samples: int | None = None, max_gen_len: int = 256, use_sampling: bool = True,
+                       temp: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg_coef: float | None = None,
+                       two_step_cfg: bool | None = None, remove_prompts: bool = False, check: bool = False,
+                       callback: Callable[[int, int], None] | None = None,
+                       null_conditions: list[ConditioningAttributes] | None = None):
+        """`generate`, one step at a time: yields (sequence, step) after each step (the pattern sequence
+        [B, K, S] filled up to `step`, read only) and returns `generate`'s codes (StopIteration.value).
+
+        Streaming drives it from the caller's thread: torch's CPU kernels run up to 2x slower in a
+        second thread once the main one has used its OpenMP team (measured in bench/README.md).
+        """
         if self.training:
             raise RuntimeError("generate() needs eval mode: call model.eval() first")
         conditions = list(conditions or [])
@@ -473,8 +496,7 @@ class LMModel(nn.Module):
             column = sequence[..., offset:offset + 1]
             sequence[..., offset:offset + 1] = torch.where(column == unknown, token, column)  # keep prompt codes
             prev = offset
-            if on_step is not None:
-                on_step(sequence, offset)
+            yield sequence, offset
             if callback is not None:
                 callback(1 + offset - start, steps - start)
 

@@ -458,12 +458,15 @@ class MusicGen:
         return tokens
 
     def generate_stream(self, descriptions: Sequence[str | None], chunk_seconds: float = 1.0,
-                        context_seconds: float = 1.0, lookahead_seconds: float = 0.2):
+                        context_seconds: float = 1.0, lookahead_seconds: float = 0.2,
+                        first_chunk_seconds: float | None = 0.25):
         """Yield audio chunks [B, C, samples] while the tokens are generated (`models/stream.py`):
-        joined, they are `generate(descriptions)`'s audio within a measured bound. One window."""
+        joined, they are `generate(descriptions)`'s audio within a measured bound. One window; the
+        first chunk is `first_chunk_seconds` long (None: `chunk_seconds`), so that audio starts early."""
         from .stream import generate_stream
 
-        return generate_stream(self, descriptions, chunk_seconds, context_seconds, lookahead_seconds)
+        return generate_stream(self, descriptions, chunk_seconds, context_seconds, lookahead_seconds,
+                               first_chunk_seconds)
 
     def generate_audio(self, gen_tokens: torch.Tensor) -> torch.Tensor:
         """Decode codes [B, K, T] to audio [B, C, T * hop]."""

@@ -145,6 +145,7 @@ class _Stream:
     # Fixed-shape steps (compile_step): the caches' shared write position [1] and visible slots [1, capacity].
     position: torch.Tensor | None = None
     visible: torch.Tensor | None = None
+    single_steps: int = 0  # fixed-shape single steps run so far (the first eager, the second with every guard)
 
 
 def _decode(lm: "LMModel", x: torch.Tensor, pos_emb: torch.Tensor, cross_kv: list | None,
@@ -375,7 +376,10 @@ class LMModel(nn.Module):
         stream.position.fill_(start)
         for cache in stream.caches:
             cache.length = start + 1
-        if self.compiled_step:
+        # A stream's first single step runs eager: it fills the weights' lazy caches (int4 kernel layouts),
+        # which a traced step would otherwise see change (a recompile at the next step).
+        stream.single_steps += 1
+        if self.compiled_step and stream.single_steps > 1:
             for kv in stream.cross_kv or ():  # the text length varies with the prompt: one graph for any
                 for tensor in kv:
                     torch._dynamo.mark_dynamic(tensor, 2)

@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LM weights in int8 (per channel) or int4 (groups of 128), activations in --dtype")
     gen.add_argument("--compile", action="store_true",
                      help="compile the LM's decode step with torch.compile (needs a C++ compiler; the first "
-                          "generation pays 30 s to 2 min, then bf16/int4 steps are ~1.3x faster; not for MAGNeT)")
+                          "generation pays 10 s to 2 min, then steps are ~10-15%% faster; not for MAGNeT)")
     gen.add_argument("--threads", type=thread_count, default=0,
                      help="torch threads, 1 to the CPU count (0: torch's default)")
     gen.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -145,7 +145,7 @@ class _Stream:
     # Fixed-shape steps (compile_step): the caches' shared write position [1] and visible slots [1, capacity].
     position: torch.Tensor | None = None
     visible: torch.Tensor | None = None
-    single_steps: int = 0  # fixed-shape single steps run so far (the first eager, the second with every guard)
+    single_steps: int = 0  # fixed-shape single steps run so far (the first one runs eager)
 
 
 def _decode(lm: "LMModel", x: torch.Tensor, pos_emb: torch.Tensor, cross_kv: list | None,

@@ -203,7 +203,7 @@ class MusicGen:
     def compile_step(self, enable: bool = True) -> bool:
         """Compile the LM's one-position decode step with `torch.compile` (`LMModel.compile_step`).
 
-        Opt-in: the first generation of a batch size pays the compilation (30 s to 2 min for
+        Opt-in: the first generation of a batch size pays the compilation (10 s to 2 min for
         musicgen-small on 2 cores), later ones are faster (bench/README.md has the rows). Without
         a C++ compiler it warns once and stays eager. Returns whether steps will be compiled.
         """

@@ -104,3 +104,18 @@ def test_a_sliding_window_stays_eager(model, monkeypatch):
     monkeypatch.setattr(model.lm.transformer.layers[0].self_attn, "past_context", 4)
     with pytest.warns(RuntimeWarning, match="past_context.*stays eager"):
         assert model.compile_step() is False
+
+
+def test_int4_compiles_one_graph(model):
+    """int4 weights cache their kernel layout lazily: the eager first step fills it before tracing."""
+    if lm_module.compiler_note() is not None:
+        pytest.skip(lm_module.compiler_note())
+    model.quantize("int4", group_size=32)  # the tiny widths take torch's int4 kernel at this group size
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model.compile_step()
+        first, second = tokens(model), tokens(model)
+    assert torch.equal(first, second)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

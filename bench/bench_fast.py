@@ -158,29 +158,21 @@ def first_audio(models_by_name: dict, runs: dict, impls: dict, frames: int, reps
     Upstream has no streaming: its first audio is the whole generation plus its decode.
     """
     duration = (frames + 0.5) / shape.frame_rate
+    firsts: dict[str, list[float]] = {}
 
-    def stream(model, compiled):
+    def stream(name, model, compiled):
         model.compile_step(compiled)
         model.set_generation_params(use_sampling=False, cfg_coef=3.0, duration=duration)
         chunks = model.generate_stream(TEXT, chunk_seconds=1.0)
         start = time.perf_counter()
         next(chunks)
-        elapsed = time.perf_counter() - start
+        firsts.setdefault(name, []).append(time.perf_counter() - start)
         chunks.close()
-        return elapsed
 
-    timed = {}
-    for name in runs:
-        base = name.removesuffix(" compiled")
-        if name.startswith("ours"):
-            timed[name] = partial(stream, models_by_name[base], name.endswith("compiled"))
+    timed = {name: partial(stream, name, models_by_name[name.removesuffix(" compiled")], name.endswith("compiled"))
+             for name in runs if name.startswith("ours")}
     log(f"timing the first audio of a {duration:.0f} s stream: {reps} rounds ...")
-    firsts = {name: [] for name in timed}
-    for r in range(reps):
-        names = list(timed)
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            firsts[name].append(timed[name]())
+    bm.interleave(timed, reps)  # (its rotation of the order; the time to the first chunk is kept in `firsts`)
     rows = [{"impl": name, "first_audio_s": bm.median(t), "seconds": t} for name, t in firsts.items()]
     if "upstream" in impls:
         long_s = next(r for r in long_rows if r["impl"] == "upstream fp32")

@@ -357,6 +357,9 @@ class LMModel(nn.Module):
             stream.positions = self.transformer.positional(0, capacity, 1, x)  # [1, capacity, C], once
             if source is not None:
                 stream.cross_kv = self.transformer.project_cross_kv(source)
+                if self.compiled_step:  # the text length varies with the prompt: one graph for any
+                    for tensor in (t for kv in stream.cross_kv for t in kv):
+                        torch._dynamo.mark_dynamic(tensor, 2)
         steps, start = x.shape[1], stream.offset
         pos = stream.positions[:, start:start + steps].expand(x.shape[0], -1, -1)
         stream.offset += steps
@@ -380,9 +383,6 @@ class LMModel(nn.Module):
         # which a traced step would otherwise see change (a recompile at the next step).
         stream.single_steps += 1
         if self.compiled_step and stream.single_steps > 1:
-            for kv in stream.cross_kv or ():  # the text length varies with the prompt: one graph for any
-                for tensor in kv:
-                    torch._dynamo.mark_dynamic(tensor, 2)
             try:
                 return self._compiled()(self, x, pos, stream.cross_kv, stream.caches)
             except Exception as error:  # e.g. the compiler fails: the same step, eager

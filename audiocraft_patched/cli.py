@@ -172,7 +172,7 @@ def _cmd_generate(args: argparse.Namespace, sink) -> int:
     check_device(args.device)
     torch.set_num_threads(args.threads) if args.threads else None
     model = _load(model_name, args.device, args.dtype, args.quiet)
-    if args.quantize:  # weight-only, the LM's transformer (modules/weight_quant.py)
+    if args.quantize:  # the LM's transformer (modules/weight_quant.py)
         model.quantize(args.quantize)
     if args.compile:
         model.compile_step()  # warns and stays eager without a C++ compiler
@@ -373,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true",
                      help="write the WAV while generating (valid at every moment; 16-bit, clipped, not normalised); "
                           "one prompt, one window. -o - writes the WAV to stdout (implies --stream)")
-    gen.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                     help="LM weights in int8 (per channel) or int4 (groups of 128), activations in --dtype")
+    gen.add_argument("--quantize", choices=["int8", "int4", "w8a8"], default=None,
+                     help="LM weights in int8 (per channel) or int4 (groups of 128), activations in --dtype; "
+                          "w8a8: int8 weights and activations (faster int8 kernel, more rounding)")
     gen.add_argument("--compile", action="store_true",
                      help="compile the LM's decode step with torch.compile (needs a C++ compiler; the first "
                           "generation pays 10 s to 2 min, then steps are ~10-15%% faster; not for MAGNeT)")

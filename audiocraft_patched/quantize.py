@@ -1,4 +1,4 @@
-"""Quantized MusicGen checkpoints: write a folder whose LM holds int8/int4 weights.
+"""Quantized MusicGen checkpoints: write a folder whose LM holds int8/int4 (or w8a8) weights.
 
 No upstream counterpart. `MusicGen.quantize` quantizes in memory (`modules/weight_quant.py`);
 `save_quantized` writes the LM through the one checkpoint writer (`utils/export.py`), its
@@ -31,7 +31,8 @@ def describe_quantization(lm) -> str:
     if quantized is None:
         return "dense (not quantized)"
     size, dense = quantized_bytes(lm)
-    how = "per output channel" if quantized["mode"] == "int8" else f"groups of {quantized['group_size']}"
+    how = {"int8": "per output channel", "w8a8": "per output channel, activations int8 per row"}.get(
+        quantized["mode"], f"groups of {quantized['group_size']}")
     return (f"{quantized['mode']} ({how}), transformer linear weights {size / 1e6:.2f} MB "
             f"(float32: {dense / 1e6:.2f} MB); embeddings and heads dense")
 
@@ -44,7 +45,7 @@ def save_quantized(model, out: str | Path, overwrite: bool = False) -> dict[str,
     """
     quantized = quantization_of(model.lm.transformer)
     if quantized is None:
-        raise ValueError("the model is not quantized; call model.quantize('int8' or 'int4') first")
+        raise ValueError("the model is not quantized; call model.quantize('int8', 'int4' or 'w8a8') first")
     try:
         codec = resolve_file(model.name, COMPRESSION_FILE)
     except (OSError, ValueError) as exc:

@@ -15,7 +15,7 @@ def greedy_tokens(model, seed=0):
     return model.generate(["calm piano", "fast drums"], return_tokens=True)[1]
 
 
-@pytest.mark.parametrize("mode,group", [("int8", 128), ("int4", 16)])
+@pytest.mark.parametrize("mode,group", [("int8", 128), ("int4", 16), ("w8a8", 128)])
 def test_quantized_checkpoint_saves_loads_and_generates_the_same_tokens(tiny_musicgen_dir, tmp_path, mode, group):
     model = MusicGen.get_pretrained(str(tiny_musicgen_dir), device="cpu").quantize(mode, group_size=group)
     assert quantization_of(model.lm.transformer) == {"mode": mode, "group_size": group}
@@ -24,7 +24,7 @@ def test_quantized_checkpoint_saves_loads_and_generates_the_same_tokens(tiny_mus
     assert set(sizes) == {LM_FILE, "compression_state_dict.bin"} and all(s > 0 for s in sizes.values())
     pkg = torch.load(tmp_path / "q" / LM_FILE, weights_only=True)
     assert pkg["best_state"]["transformer.layers.0.linear1.weight.qweight"].dtype == \
-        (torch.int8 if mode == "int8" else torch.uint8)
+        (torch.uint8 if mode == "int4" else torch.int8)
     loaded = MusicGen.get_pretrained(str(tmp_path / "q"), device="cpu")
     assert isinstance(loaded.lm.transformer.layers[0].self_attn.in_proj_weight, QuantizedWeight)
     assert torch.equal(greedy_tokens(loaded), tokens)
@@ -45,6 +45,10 @@ def test_quantized_logits_stay_close_and_errors_are_clear(tiny_musicgen_dir, tmp
     with torch.no_grad():
         ref, got = (m.lm(codes, attrs) for m in (dense, quantized))
     assert (got - ref).abs().max() < 0.02 * ref.abs().max()  # int8 per channel: ~0.4% of each weight's range
+    w8a8 = MusicGen.get_pretrained(str(tiny_musicgen_dir), device="cpu").quantize("w8a8")
+    with torch.no_grad():
+        both = w8a8.lm(codes, attrs)
+    assert (both - ref).abs().max() < 0.04 * ref.abs().max()  # and each product's input rounded per row
     with pytest.raises(ValueError, match="already quantized"):
         quantized.quantize("int4")
     with pytest.raises(ValueError, match="group_size 48 does not divide"):
@@ -79,13 +83,13 @@ def test_cli_generate_quantize_and_inspect(tiny_musicgen_dir, tmp_path, capsys):
 # sampled clips differ once any weight does, so 80 judgements carry about +-0.04 of noise and 0.03
 # cannot be asserted honestly at this size. With the full protocol (48 captions, 5 s clips) the
 # spread is within 0.03 of fp32 (README, "Quantization").
-def test_world_model_adherence_int8_int4_bf16_near_fp32(monkeypatch):
+def test_world_model_adherence_int8_int4_w8a8_bf16_near_fp32(monkeypatch):
     from audiocraft_patched.world.analyze import chance_adherence
     from audiocraft_patched.world.evaluate import evaluate
 
     monkeypatch.setenv("AUDIOCRAFT_PATCHED_MATMUL", "linear")  # the same form whatever the machine's load
     scores = {}
-    for mode in ("fp32", "bf16", "int8", "int4"):
+    for mode in ("fp32", "bf16", "int8", "int4", "w8a8"):
         model = MusicGen.get_pretrained("default", device="cpu")
         if mode == "bf16":
             model.set_dtype("bf16")
@@ -93,7 +97,7 @@ def test_world_model_adherence_int8_int4_bf16_near_fp32(monkeypatch):
             model.quantize(mode)
         scores[mode] = evaluate(model, n=16, seconds=2.0)["mean"]
     assert scores["fp32"] > chance_adherence() + 0.3, scores
-    for mode in ("bf16", "int8", "int4"):
+    for mode in ("bf16", "int8", "int4", "w8a8"):
         assert abs(scores[mode] - scores["fp32"]) <= 0.05, scores
 
 

@@ -142,9 +142,11 @@ class _Stream:
     cross_kv: list | None = None
     offset: int = 0  # positions fed so far (prepended conditions included)
     positions: torch.Tensor | None = None  # sinusoidal embedding of every position of the generation
-    # Fixed-shape steps (compile_step): the caches' shared write position [1] and visible slots [1, capacity].
+    # Fixed-shape steps (compile_step): the caches' shared write position [1], visible slots [1, capacity]
+    # and the attention window (a prefix view of `visible`, whole blocks of _WINDOW_BLOCK).
     position: torch.Tensor | None = None
     visible: torch.Tensor | None = None
+    window: torch.Tensor | None = None
     single_steps: int = 0  # fixed-shape single steps run so far (the first one runs eager)
 
 
@@ -160,6 +162,7 @@ def _decode(lm: "LMModel", x: torch.Tensor, pos_emb: torch.Tensor, cross_kv: lis
 
 
 _CAPACITY_BUCKET = 256  # fixed-shape caches are rounded up to this: one compiled graph per bucket, not per length
+_WINDOW_BLOCK = 64  # a fixed-shape step attends to the filled slots rounded up to this, not to the whole capacity
 _compiled_decode: Callable | None = None  # torch.compile(_decode), made at first use
 
 
@@ -377,8 +380,12 @@ class LMModel(nn.Module):
                 for cache in stream.caches:
                     cache.position = stream.position
         stream.position.fill_(start)
+        window = min(stream.visible.shape[1], -(-(start + 1) // _WINDOW_BLOCK) * _WINDOW_BLOCK)
+        if stream.window is None or stream.window.shape[1] != window:  # a new block: one graph for any window
+            stream.window = stream.visible[:, :window]
+            torch._dynamo.mark_dynamic(stream.window, 1)
         for cache in stream.caches:
-            cache.length = start + 1
+            cache.length, cache.visible = start + 1, stream.window
         # A stream's first single step runs eager: it fills the weights' lazy caches (int4 kernel layouts),
         # which a traced step would otherwise see change (a recompile at the next step).
         stream.single_steps += 1

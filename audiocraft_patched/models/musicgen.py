@@ -183,11 +183,13 @@ class MusicGen:
 
     def quantize(self, mode: str, include_text_encoder: bool = False,
                  group_size: int = DEFAULT_GROUP_SIZE) -> "MusicGen":
-        """Weight-only quantization of the LM's transformer, in place (`modules/weight_quant.py`).
+        """Quantization of the LM's transformer, in place (`modules/weight_quant.py`).
 
         'int8': one scale per output channel; 'int4': a scale and zero per `group_size` inputs
-        (default 128, which must divide the layers' widths). Activations keep the compute dtype
-        (`set_dtype`); embeddings, output heads, conditioner projections and the codec stay dense.
+        (default 128, which must divide the layers' widths). Both are weight-only: activations keep
+        the compute dtype (`set_dtype`). 'w8a8': int8's weights, and each product's input rounded to
+        int8 per row as well (a faster kernel on CPUs without AMX; more error). Embeddings, output
+        heads, conditioner projections and the codec stay dense.
         `include_text_encoder` also quantizes the frozen text encoders' Linears (in memory only:
         frozen encoders are not part of checkpoints). `audiocraft_patched.quantize.save_quantized`
         writes the result as a checkpoint folder.

@@ -24,9 +24,10 @@ class KVCache:
     `keys`/`values` are [B, H, capacity, D]; positions `[0, length)` are filled.
 
     Fixed-shape steps (the compiled decode step, `LMModel.compile_step`): with `position` (a [1]
-    long tensor) and `visible` ([1, capacity] bool) set, `write` stores one step at `position` and
-    attention reads the whole capacity through `visible`, so every step has the same shapes and
-    one compiled graph serves them all. The owner advances both tensors (in place) between steps.
+    long tensor) and `visible` ([1, window] bool, a prefix view of the slots, window <= capacity)
+    set, `write` stores one step at `position` and attention reads the first `window` slots through
+    `visible`. The buffers keep their shapes, and the window grows by whole blocks and is marked
+    dynamic, so one compiled graph serves every step. The owner advances `position` and `visible`.
     """
 
     keys: torch.Tensor
@@ -49,10 +50,11 @@ class KVCache:
         return cls(like.new_zeros(shape), like.new_zeros(shape), position=position, visible=visible)
 
     def write(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fixed-shape step: store k, v [B, H, 1, D] at `position`; return the whole buffers."""
+        """Fixed-shape step: store k, v [B, H, 1, D] at `position`; return the window's keys and values."""
         self.keys.index_copy_(2, self.position, k)
         self.values.index_copy_(2, self.position, v)
-        return self.keys, self.values
+        window = self.visible.shape[-1]
+        return self.keys[:, :, :window], self.values[:, :, :window]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v [B, H, t, D] after what is cached; return all cached keys and values."""

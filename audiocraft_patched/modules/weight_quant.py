@@ -2,17 +2,23 @@
 
 No upstream counterpart (upstream runs fp32/fp16 weights only). A generation step on CPU costs
 streaming every weight from memory for a few rows (batch x 2 for CFG), so fewer bytes per weight
-is the way past that floor. Only the weights are quantized; activations stay in the compute dtype.
+is the way past that floor. int8 and int4 quantize only the weights (activations stay in the
+compute dtype); w8a8 quantizes both.
 
 - int8: `w ~= q * scale`, q in [-127, 127], one scale per output channel (row).
 - int4: `w ~= (q - 8) * scale + zero`, q in [0, 15], one (scale, zero) per `group_size` inputs of
   a row (torch's int4 CPU kernel's convention: `zero = min + 8 * scale`).
+- w8a8: int8's weights, and the activations quantized too at each product, one scale per row
+  (`x ~= qx * absmax(x) / 127`): the int8 x int8 -> int32 product (`torch._int_mm`) is the fastest
+  int8 kernel on CPUs without AMX, at the price of the activations' rounding. Its `qweight` is
+  stored column-major (its transpose is contiguous: the kernel's layout), the same values and
+  state-dict shapes as int8.
 
 A `QuantizedWeight` takes the place of the dense weight in the module tree (`linear1.weight`,
 `self_attn.in_proj_weight`), so the transformer's code is unchanged: `MatmulForms.linear` hands
 products with it to `QuantizedWeight.linear`, slices of the fused in_proj (`w[:d]`) are row
 slices (`QuantizedRows`). Products use torch's CPU kernels (`_weight_int8pack_mm`,
-`_weight_int4pack_mm_for_cpu`) and fall back to dequantize + `F.linear` elsewhere.
+`_weight_int4pack_mm_for_cpu`, `_int_mm`) and fall back to the same arithmetic in float elsewhere.
 Its state dict holds `qweight` (int8 [N, K], or int4 as uint8 [N, K / 2], two values per byte,
 even column in the low nibble), `scales` ([N], or [N, K / group]) and, for int4, `zeros`.
 """
@@ -22,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("int8", "int4")
+MODES = ("int8", "int4", "w8a8")
 DEFAULT_GROUP_SIZE = 128  # the group measured in issue 12's table (int4, musicgen-small shape)
 _INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
+_INT_MM = hasattr(torch, "_int_mm")
 _INT4_KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and \
     hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
 
@@ -32,7 +39,7 @@ _INT4_KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and \
 def check_mode(mode: str, group_size: int, in_features: int | None = None) -> None:
     """Errors for a mode other than int8/int4, or a group size that does not divide the input width."""
     if mode not in MODES:
-        raise ValueError(f"quantization mode {mode!r} is not supported; use 'int8' or 'int4'")
+        raise ValueError(f"quantization mode {mode!r} is not supported; use 'int8', 'int4' or 'w8a8'")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
         raise ValueError(f"group_size must be an even integer >= 2, got {group_size!r}")
     if mode == "int4" and in_features is not None and in_features % group_size:
@@ -53,8 +60,11 @@ class QuantizedWeight(nn.Module):
         n, k = shape
         check_mode(mode, group_size, k)
         self.mode, self.group_size, self.shape = mode, group_size, torch.Size(shape)
-        if mode == "int8":
-            self.register_buffer("qweight", torch.zeros(n, k, dtype=torch.int8, device=device))
+        if mode in ("int8", "w8a8"):
+            qweight = torch.zeros(n, k, dtype=torch.int8, device=device)
+            if mode == "w8a8":  # column-major: qweight.t() is `_int_mm`'s contiguous [K, N]
+                qweight = torch.zeros(k, n, dtype=torch.int8, device=device).t()
+            self.register_buffer("qweight", qweight)
             self.register_buffer("scales", torch.ones(n, dtype=dtype, device=device))
         else:
             self.register_buffer("qweight", torch.zeros(n, k // 2, dtype=torch.uint8, device=device))
@@ -68,7 +78,7 @@ class QuantizedWeight(nn.Module):
         out = cls(tuple(weight.shape), mode, group_size, weight.dtype, weight.device)
         with torch.no_grad():
             w = weight.detach().float()
-            if mode == "int8":
+            if mode in ("int8", "w8a8"):
                 scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127
                 out.qweight.copy_(torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8))
                 out.scales.copy_(scales)
@@ -97,7 +107,7 @@ class QuantizedWeight(nn.Module):
     def dequantize(self, dtype: torch.dtype | None = None, rows: slice = slice(None)) -> torch.Tensor:
         """The dense weight (rows `rows`) in `dtype` (default: the compute dtype)."""
         scales = self.scales[rows].float()
-        if self.mode == "int8":
+        if self.mode in ("int8", "w8a8"):
             w = self.qweight[rows].float() * scales[:, None]
         else:
             q = _unpack_nibbles(self.qweight[rows]).float()
@@ -107,7 +117,10 @@ class QuantizedWeight(nn.Module):
         return w.to(dtype or self.dtype)
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None = None, rows: slice = slice(None)) -> torch.Tensor:
-        """`F.linear(x, self.dequantize()[rows], bias)`, with torch's CPU kernel when it has one."""
+        """`F.linear(x, self.dequantize()[rows], bias)` (w8a8: with `x` quantized per row too), with
+        torch's CPU kernel when it has one."""
+        if self.mode == "w8a8":
+            return self._linear_w8a8(x, bias, rows)
         kernel_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16) \
             and not x.requires_grad
         if self.mode == "int4":  # torch's int4 kernel takes rows in multiples of 16 and these group sizes
@@ -122,6 +135,19 @@ class QuantizedWeight(nn.Module):
         else:
             packed, scales_zeros = self._int4_layout(rows, x.dtype)
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, self.group_size, scales_zeros)
+        if bias is not None:
+            out = out + bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def _linear_w8a8(self, x: torch.Tensor, bias: torch.Tensor | None, rows: slice) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        qx, x_scales = quantize_rows(flat)  # [M, K] int8, [M, 1] float32
+        qweight = self.qweight[rows]  # [n, K], column-major
+        if x.device.type == "cpu" and _INT_MM and not x.requires_grad:
+            acc = torch._int_mm(qx, qweight.t()).float()  # exact int32 sums
+        else:  # the same sums in float64 (exact as well: |sum| <= K * 127^2 < 2^53)
+            acc = (qx.double() @ qweight.t().double()).float()
+        out = (acc * (x_scales * self.scales[rows].float())).to(x.dtype)
         if bias is not None:
             out = out + bias
         return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -178,6 +204,14 @@ class QuantizedRows:
 QUANTIZED = (QuantizedWeight, QuantizedRows)
 
 
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w8a8's activation rounding: [M, K] -> int8 values and [M, 1] float32 scales, one per row
+    (`x ~= q * scale`, q in [-127, 127], scale = absmax / 127)."""
+    scales = x.float().abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127
+    q = torch.round(x.float() / scales).clamp(-127, 127).to(torch.int8)
+    return q, scales
+
+
 def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
     """[N, K] values in [0, 15] -> [N, K / 2] uint8, even columns in the low nibble."""
     return (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)
@@ -208,7 +242,7 @@ def quantize_transformer(transformer: nn.Module, mode: str, group_size: int = DE
 
     Args:
         transformer: the LM's `StreamingTransformer` (its products go through `MatmulForms.linear`).
-        mode: 'int8' or 'int4'.
+        mode: 'int8', 'int4' or 'w8a8'.
         group_size: int4 inputs per (scale, zero); must divide every layer's input width.
         empty: make holders of the right shapes without quantizing (a state dict is loaded next).
     Returns:
@@ -262,5 +296,5 @@ def quantize_as_recorded(transformer: nn.Module, recorded: object) -> int:
     """Give `transformer` the empty holders a checkpoint's `quantize: {mode, group_size}` entry
     describes (its weights are loaded next); errors name what is wrong with the entry."""
     if not isinstance(recorded, dict) or set(recorded) != {"mode", "group_size"}:
-        raise ValueError(f"quantize must be {{mode: int8 | int4, group_size: N}}, got {recorded!r}")
+        raise ValueError(f"quantize must be {{mode: int8 | int4 | w8a8, group_size: N}}, got {recorded!r}")
     return quantize_transformer(transformer, recorded["mode"], recorded["group_size"], empty=True)

@@ -119,3 +119,47 @@ def test_int4_compiles_one_graph(model):
         first, second = tokens(model), tokens(model)
     assert torch.equal(first, second)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_w8a8_compiles_one_graph_with_the_eager_tokens(model):
+    """The int8 x int8 product (`torch._int_mm`) and the per-row rounding of its input trace into the graph."""
+    if lm_module.compiler_note() is not None:
+        pytest.skip(lm_module.compiler_note())
+    model.quantize("w8a8")
+    reference = tokens(model)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model.compile_step()
+        assert torch.equal(tokens(model), reference)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+
+
+def test_the_attention_window_grows_by_blocks_in_one_graph(model):
+    """3 s at 25 frames/s: the window of attended slots grows 64 -> 128 within a capacity of 256."""
+    model.set_generation_params(duration=3.0, use_sampling=False, cfg_coef=3.0)
+    reference = tokens(model)
+    windows = []
+    write = lm_module.KVCache.write
+
+    def spy(cache, k, v):
+        windows.append(cache.visible.shape[-1])
+        return write(cache, k, v)
+
+    with pytest.MonkeyPatch.context() as patch:  # the fixed-shape layout, eager: every window is seen
+        patch.setattr(lm_module.LMModel, "_compiled", lambda self: lm_module._decode)
+        patch.setattr(lm_module.KVCache, "write", spy)
+        patch.setattr(model.lm, "compiled_step", True)
+        assert torch.equal(tokens(model), reference)
+    assert sorted(set(windows)) == [64, 128]
+    if lm_module.compiler_note() is not None:
+        pytest.skip(lm_module.compiler_note())
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model.compile_step()
+        assert torch.equal(tokens(model), reference)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

@@ -1,10 +1,11 @@
-"""Weight-only int8/int4: round trip against a plain reference, kernels against dequantize + F.linear."""
+"""int8/int4/w8a8: round trip against a plain reference, kernels against dequantize + F.linear (w8a8:
+against exact integer sums of the rounded activations)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from audiocraft_patched.modules.matmul_forms import MatmulForms
-from audiocraft_patched.modules.weight_quant import QuantizedWeight, quantize_transformer
+from audiocraft_patched.modules.weight_quant import QuantizedWeight, quantize_rows, quantize_transformer
 
 W = torch.randn(48, 32, generator=torch.Generator().manual_seed(0))
 X = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(1))
@@ -14,7 +15,7 @@ def reference_dequantized(w: torch.Tensor, mode: str, group: int) -> torch.Tenso
     """The textbook schemes, element by element: int8 symmetric per row, int4 asymmetric per group."""
     out = torch.empty_like(w)
     for i, row in enumerate(w.tolist()):
-        if mode == "int8":
+        if mode in ("int8", "w8a8"):
             scale = max(abs(v) for v in row) / 127
             out[i] = torch.tensor([round(v / scale) * scale for v in row])
             continue
@@ -26,14 +27,37 @@ def reference_dequantized(w: torch.Tensor, mode: str, group: int) -> torch.Tenso
     return out
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("mode", ["int8", "int4", "w8a8"])
 def test_round_trip_equals_the_reference(mode):
     q = QuantizedWeight.quantize(W, mode, group_size=8)
     expected = reference_dequantized(W, mode, 8)
     torch.testing.assert_close(q.dequantize(), expected, atol=1e-6, rtol=0)
     assert (q.dequantize() - W).abs().max() <= (0.6 if mode == "int4" else 0.05)  # the scheme's own error
     # int8: 1 byte a weight + a float32 scale a row; int4: half a byte + a float32 scale and zero a group
-    assert q.nbytes() == (48 * 32 + 48 * 4 if mode == "int8" else 48 * 16 + 48 * 4 * 2 * 4)
+    assert q.nbytes() == (48 * 16 + 48 * 4 * 2 * 4 if mode == "int4" else 48 * 32 + 48 * 4)
+
+
+def test_w8a8_is_int8_stored_column_major_and_rounds_activations_per_row():
+    int8, w8a8 = QuantizedWeight.quantize(W, "int8"), QuantizedWeight.quantize(W, "w8a8")
+    assert torch.equal(w8a8.qweight, int8.qweight) and torch.equal(w8a8.scales, int8.scales)
+    assert w8a8.qweight.t().is_contiguous()  # `_int_mm`'s [K, N] layout
+    flat = X.reshape(-1, 32)
+    qx, scales = quantize_rows(flat)
+    for i, row in enumerate(flat.tolist()):  # the textbook rounding, row by row
+        scale = max(abs(v) for v in row) / 127
+        assert qx[i].tolist() == [round(v / scale) for v in row] and abs(scales[i, 0].item() - scale) < 1e-9
+    exact = [[sum(a * b for a, b in zip(xr, wr)) for wr in int8.qweight.tolist()] for xr in qx.tolist()]
+    expected = torch.tensor(exact, dtype=torch.float64) * scales.double() * int8.scales.double()
+    bias = torch.randn(48)
+    torch.testing.assert_close(w8a8.linear(X, bias), (expected.float() + bias).reshape(3, 5, 48), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(w8a8[16:32].linear(X), w8a8.linear(X)[..., 16:32], atol=1e-6, rtol=0)
+    graded = X.clone().requires_grad_()  # the float fallback: the same sums
+    torch.testing.assert_close(w8a8.linear(graded, bias).detach(), w8a8.linear(X, bias), atol=1e-6, rtol=0)
+    dense = F.linear(X, W)  # both roundings together: ~1% of the output's range
+    assert (w8a8.linear(X) - dense).abs().max() < 0.02 * dense.abs().max()
+    loaded = QuantizedWeight((48, 32), "w8a8", 128, torch.float32)
+    loaded.load_state_dict(int8.state_dict())  # an int8 state dict loads into w8a8's layout
+    assert loaded.qweight.t().is_contiguous() and torch.equal(loaded.linear(X), w8a8.linear(X))
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
@@ -58,7 +82,7 @@ def test_state_dict_round_trip_and_errors():
     empty.load_state_dict(q.state_dict())
     assert sorted(q.state_dict()) == ["qweight", "scales", "zeros"]
     torch.testing.assert_close(empty.linear(X), q.linear(X))
-    with pytest.raises(ValueError, match="'int2' is not supported"):
+    with pytest.raises(ValueError, match="'int2' is not supported; use 'int8', 'int4' or 'w8a8'"):
         QuantizedWeight.quantize(W, "int2")
     with pytest.raises(ValueError, match="group_size 24 does not divide the layer's 32 inputs"):
         QuantizedWeight.quantize(W, "int4", group_size=24)

@@ -1,11 +1,11 @@
-"""The fast paths, on the same weights: ours quantized (int8, int4) and compiled, against the peers' best
+"""The fast paths, on the same weights: ours quantized (int8, int4, w8a8) and compiled, against the peers' best
 CPU options, at a short and a long generation; their error against float32; ours' time to first audio.
 
 Rows (batch 1, greedy, CFG 3):
 - upstream float32 (its CPU path); transformers float32, and with `torch.ao`'s dynamic int8 on every
   Linear (its documented CPU quantization);
-- ours in float32, bfloat16, int8 and int4 (weight-only, bfloat16 activations), each int/bf16 one
-  eager and compiled (`MusicGen.compile_step`).
+- ours in float32, bfloat16, int8 and int4 (weight-only, bfloat16 activations) and w8a8 (int8 weights and
+  activations), each int/bf16 one eager and compiled (`MusicGen.compile_step`).
 Each compiled row's model is warmed at each length before it is timed; the compile time is reported.
 """
 from __future__ import annotations
@@ -25,7 +25,9 @@ import bench_hf as bh
 import bench_measure as bm
 
 TEXT = ["calm piano with soft drums"]
-COMPILED = ("bf16", "int8", "int4")  # the ours variants also timed compiled
+QUANTIZED = ("int8", "int4", "w8a8")
+COMPILED = ("bf16",) + QUANTIZED  # the ours variants also timed compiled
+SAVED = ("int8", "int4")  # the quantized checkpoints saved for the memory workers
 
 
 def log(message: str) -> None:
@@ -38,7 +40,7 @@ def group_size(shape: bb.Shape) -> int:
 
 
 def ours_variant(ours, weights: str, shape: bb.Shape):
-    """A copy of our float32 model in bfloat16, int8 or int4 (weight-only; activations bfloat16)."""
+    """A copy of our float32 model in bfloat16, int8, int4 (weight-only; activations bfloat16) or w8a8."""
     model, _ = bb.cast_ours(bb.with_own_lm(ours), torch.bfloat16)
     if weights != "bf16":
         model.quantize(weights, group_size=group_size(shape))
@@ -70,9 +72,9 @@ def variants(impls: dict, models, shape: bb.Shape) -> tuple[dict, dict, dict, ob
     it is compared with; name -> the model behind each eager run; transformers' tokenizer."""
     ours = impls["ours"]
     source = (models.export / "bench-shape.json").read_text()
-    quantized = {w: ours_variant(ours, w, shape) for w in ("int8", "int4")}
-    for w, model in quantized.items():
-        quantized_export(model, models.workdir / f"export-{w}", source)
+    quantized = {w: ours_variant(ours, w, shape) for w in QUANTIZED}
+    for w in SAVED:
+        quantized_export(quantized[w], models.workdir / f"export-{w}", source)
     dense = {"ours fp32": ours, "ours bf16": impls["ours-bf16"], **{f"ours {w}": m for w, m in quantized.items()}}
     runs, refs = {}, {}
     if "upstream" in impls:

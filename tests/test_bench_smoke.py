@@ -107,7 +107,7 @@ def test_fast_path_rows(results):
     fast = results["fast"]
     short, long = fast["lengths"]
     expected = {"transformers fp32", "transformers int8 (torch.ao)", "ours fp32", "ours bf16", "ours int8",
-                "ours int4"} | ({"upstream fp32"} if upstream_installed() else set())
+                "ours int4", "ours w8a8"} | ({"upstream fp32"} if upstream_installed() else set())
     for rows, frames in ((short, 3), (long, 6)):
         assert {r["impl"] for r in rows} == expected  # compiled rows left out: no compiler (patched)
         for r in rows:

@@ -35,9 +35,9 @@ from ..modules.transformer import KVCache, StreamingTransformer, create_norm_fn
 
 ConditionTensors = dict[str, ConditionType]
 
-# Transformer options that only choose kernels or training schedules upstream; accepted, unused.
-_IGNORED = ("custom", "memory_efficient", "attention_as_float32", "checkpointing", "lr", "weight_decay",
-            "safe_streaming", "q_modeling")
+# Transformer options that only choose training schedules upstream; accepted, unused. (`custom`,
+# `memory_efficient`, `attention_as_float32` go to the attention: kernel, numerics and init as upstream.)
+_IGNORED = ("checkpointing", "lr", "weight_decay", "safe_streaming", "q_modeling")
 # Options we do not implement, with the value that is fine.
 _UNSUPPORTED = {"past_context": None, "xpos": False, "qk_layer_norm": False, "qk_layer_norm_cross": False,
                 "kv_repeat": 1}
@@ -247,12 +247,15 @@ class LMModel(nn.Module):
     def _init_weights(self, method: str, depthwise_init: str | None, zero_bias_init: bool):
         if depthwise_init not in (None, "current", "global"):
             raise ValueError(f"depthwise_init must be None, 'current' or 'global', got {depthwise_init!r}")
-        for module in [*self.emb, *self.linears]:
+        # Embeddings, layers, heads: upstream's order, so that a seeded init draws the same weights.
+        for module in self.emb:
             init_layer(module, method, None, zero_bias_init)
         layers = self.transformer.layers
         for i, layer in enumerate(layers):
             depth = {"current": i + 1, "global": len(layers), None: None}[depthwise_init]
             layer.apply(partial(init_layer, method=method, init_depth=depth, zero_bias_init=zero_bias_init))
+        for module in self.linears:
+            init_layer(module, method, None, zero_bias_init)
 
     @property
     def special_token_id(self) -> int:

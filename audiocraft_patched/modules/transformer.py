@@ -76,6 +76,25 @@ class LayerScale(nn.Module):
         return self.scale * x
 
 
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                       is_causal: bool = False, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v on [B, H, T, D] inputs, as separate products.
+
+    Upstream runs `custom=True, memory_efficient=False` attention this way, not through SDPA's
+    fused kernel, which rounds differently (and differently for one query than for several).
+    `attn_mask`: boolean (True = may attend) or additive, [T, S].
+    """
+    scores = torch.einsum("bhtd,bhsd->bhts", q / q.shape[-1] ** 0.5, k)
+    if is_causal:
+        attn_mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p:
+        weights = F.dropout(weights, dropout_p)
+    return torch.einsum("bhts,bhsd->bhtd", weights.to(v), v)
+
+
 class StreamingMultiheadAttention(StreamingModule):
     """Multi-head attention with upstream's parameter layout (`in_proj_weight` = [Wq; Wk; Wv]).
 
@@ -86,10 +105,10 @@ class StreamingMultiheadAttention(StreamingModule):
         bias: biases on the projections.
         causal: causal self-attention.
         past_context: causal only: a query sees at most this many steps back (None: all).
-        custom, memory_efficient: select kernels upstream; here attention always runs through
-            SDPA, and the weights are always on this module (upstream's `custom=False` keeps them
-            in an `nn.MultiheadAttention` named `mha`: such state dicts load, and `.mha` names this
-            module).
+        custom, memory_efficient: select kernels as upstream: `custom=True` alone gives its explicit
+            products (`explicit_attention`), anything else SDPA. The weights are always on this
+            module (upstream's `custom=False` keeps them in an `nn.MultiheadAttention` named `mha`:
+            such state dicts load, and `.mha` names this module).
         attention_as_float32: compute the attention itself in float32 (projections in the weights' dtype).
         cross_attention: queries from `query`, keys/values from the condition.
         qk_layer_norm: LayerNorm on queries and keys before the product.
@@ -135,13 +154,17 @@ class StreamingMultiheadAttention(StreamingModule):
         self.kv_heads = num_heads // kv_repeat
         factory = {"device": device, "dtype": dtype}
         kv_dim = embed_dim // kv_repeat
-        in_proj = nn.Linear(embed_dim, embed_dim + 2 * kv_dim, bias=bias, **factory)
-        self.in_proj_weight = in_proj.weight
-        self.in_proj_bias = in_proj.bias
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
-        if bias:  # zero biases at init, as torch's MultiheadAttention does
-            self.in_proj_bias.data.zero_()
-            self.out_proj.bias.data.zero_()
+        if self.custom:
+            in_proj = nn.Linear(embed_dim, embed_dim + 2 * kv_dim, bias=bias, **factory)
+            self.in_proj_weight = in_proj.weight
+            self.in_proj_bias = in_proj.bias
+            self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+            if bias:  # zero biases at init, as torch's MultiheadAttention does
+                self.in_proj_bias.data.zero_()
+                self.out_proj.bias.data.zero_()
+        else:  # upstream keeps torch's module here: take its weights, so a seeded init draws as upstream's
+            mha = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, bias=bias, batch_first=True, **factory)
+            self.in_proj_weight, self.in_proj_bias, self.out_proj = mha.in_proj_weight, mha.in_proj_bias, mha.out_proj
         self.qk_layer_norm = qk_layer_norm
         if qk_layer_norm:
             self.q_layer_norm = nn.LayerNorm(embed_dim, **factory)
@@ -265,7 +288,10 @@ class StreamingMultiheadAttention(StreamingModule):
         if self.attention_as_float32:
             q, k, v = q.float(), k.float(), v.float()
         p = self.dropout if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
+        if self.custom and not self.memory_efficient:  # upstream's own attention: explicit products
+            x = explicit_attention(q, k, v, attn_mask, is_causal, p)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
         x = self.matmul_forms.linear(x.transpose(1, 2).flatten(2).to(w.dtype), self.out_proj.weight,
                                      self.out_proj.bias).to(in_dtype)
         return (x, None) if upstream_form else x
@@ -289,6 +315,10 @@ class StreamingTransformerLayer(nn.Module):
                  qk_layer_norm_cross: bool = False, kv_repeat: int = 1, device=None, dtype=None, **attn_kwargs):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
+        # Upstream's layer is an `nn.TransformerEncoderLayer` whose attention and feed-forward it then
+        # replaces: its init draws those first weights and drops them. Draw them too, so that a seeded
+        # random init equals upstream's weight for weight (nothing is drawn on the meta device).
+        nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward, batch_first=True, **factory)
         attn = {"embed_dim": d_model, "num_heads": num_heads, "bias": bias_attn,
                 "dropout": dropout if attention_dropout is None else attention_dropout, **attn_kwargs}
         # As upstream: causality, past context, kv_repeat and qk_layer_norm are the self-attention's.

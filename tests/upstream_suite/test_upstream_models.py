@@ -6,6 +6,7 @@ exception classes.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -162,7 +163,7 @@ def test_kv_repeat_shares_each_key_head_between_query_heads():
 @pytest.mark.parametrize("options", [{"past_context": 3}, {"kv_repeat": 2}, {"qk_layer_norm": True},
                                      {"cross_attention": True, "qk_layer_norm_cross": True, "norm_first": True}])
 def test_transformer_options_equal_upstream(options):
-    """Same weights, same outputs as upstream's custom attention, in one pass and streamed."""
+    """Same weights, same outputs as upstream's custom attention: equal in one pass, close streamed."""
     from upstream import import_upstream
 
     import_upstream()
@@ -178,11 +179,56 @@ def test_transformer_options_equal_upstream(options):
     extra = {"cross_attention_src": src} if options.get("cross_attention") else {}
     with torch.no_grad():
         ref = theirs(x, **extra)
-        assert torch.allclose(ours(x, **extra), ref, atol=1e-5)
+        assert torch.equal(ours(x, **extra), ref)  # the same explicit products as upstream's, bit for bit
         if causal:
             with ours.streaming():
                 streamed = torch.cat([ours(x[:, a:b]) for a, b in ((0, 1), (1, 4), (4, 7))], dim=1)
             assert torch.allclose(streamed, ref, atol=1e-5)
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("options", [{"custom": True}, {"custom": False}, {"memory_efficient": True},
+                                     {"custom": True, "cross_attention": True, "layer_scale": 0.1},
+                                     {"custom": False, "cross_attention": True}])
+def test_seeded_transformer_init_equals_upstream(options):
+    """The same seed draws the same random weights as upstream (its layer is an nn.TransformerEncoderLayer)."""
+    from upstream import import_upstream
+
+    import_upstream()
+    from audiocraft.modules.transformer import StreamingTransformer as UpstreamTransformer
+
+    torch.manual_seed(1234)
+    theirs = {k.replace("mha.", ""): v for k, v in UpstreamTransformer(16, 4, 2, **options).state_dict().items()}
+    theirs_next = torch.rand(3)
+    torch.manual_seed(1234)
+    ours = StreamingTransformer(16, 4, 2, **options).state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert torch.equal(torch.rand(3), theirs_next)  # and leaves the generator where upstream does
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("options", [{}, {"custom": True, "memory_efficient": False}, {"cross_attention": True},
+                                     {"weight_init": None, "depthwise_init": None, "zero_bias_init": False}])
+def test_seeded_lm_init_equals_upstream(options):
+    """`get_lm_model` after `torch.manual_seed`: upstream's weights (gaussian depthwise init included)."""
+    from upstream import import_upstream
+
+    import_upstream()
+    from omegaconf import OmegaConf
+    from audiocraft.models import builders as upstream_builders
+    from audiocraft_patched.models import builders
+    from audiocraft_patched.utils.tiny import tiny_musicgen_config
+
+    cfg = tiny_musicgen_config("unused")
+    cfg["conditioners"], cfg["fuser"]["cross"] = {}, []  # no text encoder: the LM's own weights
+    cfg["transformer_lm"].update(options)
+    torch.manual_seed(0)
+    theirs = upstream_builders.get_lm_model(OmegaConf.create(copy.deepcopy(cfg))).state_dict()
+    torch.manual_seed(0)
+    ours = builders.get_lm_model(copy.deepcopy(cfg)).state_dict()
+    assert set(ours) == set(theirs)
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
 
 
 def test_debug_audiogen_shapes_and_upstream_errors():

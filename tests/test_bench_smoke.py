@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiocraft_patched.modules.weight_quant import fast_int_mm
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
 sys.path.insert(0, str(BENCH.parent))  # the bench's helper modules (bench_run, bench_hf, ...)
 
@@ -106,8 +108,9 @@ def test_conditioning_decode_memory(results):
 def test_fast_path_rows(results):
     fast = results["fast"]
     short, long = fast["lengths"]
+    w8a8 = {"ours w8a8"} if fast_int_mm(torch.device("cpu")) else set()  # its kernel is slow below AVX-512
     expected = {"transformers fp32", "transformers int8 (torch.ao)", "ours fp32", "ours bf16", "ours int8",
-                "ours int4", "ours w8a8"} | ({"upstream fp32"} if upstream_installed() else set())
+                "ours int4"} | w8a8 | ({"upstream fp32"} if upstream_installed() else set())
     for rows, frames in ((short, 3), (long, 6)):
         assert {r["impl"] for r in rows} == expected  # compiled rows left out: no compiler (patched)
         for r in rows:

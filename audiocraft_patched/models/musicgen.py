@@ -188,8 +188,8 @@ class MusicGen:
         'int8': one scale per output channel; 'int4': a scale and zero per `group_size` inputs
         (default 128, which must divide the layers' widths). Both are weight-only: activations keep
         the compute dtype (`set_dtype`). 'w8a8': int8's weights, and each product's input rounded to
-        int8 per row as well (a faster kernel on CPUs without AMX; more error). Embeddings, output
-        heads, conditioner projections and the codec stay dense.
+        int8 per row as well, for `torch._int_mm` (fast only with AVX-512: elsewhere it warns; more
+        error). Embeddings, output heads, conditioner projections and the codec stay dense.
         `include_text_encoder` also quantizes the frozen text encoders' Linears (in memory only:
         frozen encoders are not part of checkpoints). `audiocraft_patched.quantize.save_quantized`
         writes the result as a checkpoint folder.

@@ -9,8 +9,9 @@ compute dtype); w8a8 quantizes both.
 - int4: `w ~= (q - 8) * scale + zero`, q in [0, 15], one (scale, zero) per `group_size` inputs of
   a row (torch's int4 CPU kernel's convention: `zero = min + 8 * scale`).
 - w8a8: int8's weights, and the activations quantized too at each product, one scale per row
-  (`x ~= qx * absmax(x) / 127`): the int8 x int8 -> int32 product (`torch._int_mm`) is the fastest
-  int8 kernel on CPUs without AMX, at the price of the activations' rounding. Its `qweight` is
+  (`x ~= qx * absmax(x) / 127`), for the int8 x int8 -> int32 product (`torch._int_mm`), at the
+  price of the activations' rounding. That kernel needs AVX-512 (VNNI) to be fast: on an AVX2 CPU
+  it is ~10x slower than int8's, and quantizing warns (`fast_int_mm`). Its `qweight` is
   stored column-major (its transpose is contiguous: the kernel's layout), the same values and
   state-dict shapes as int8.
 
@@ -23,6 +24,8 @@ Its state dict holds `qweight` (int8 [N, K], or int4 as uint8 [N, K / 2], two va
 even column in the low nibble), `scales` ([N], or [N, K / group]) and, for int4, `zeros`.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -253,6 +256,10 @@ def quantize_transformer(transformer: nn.Module, mode: str, group_size: int = DE
         raise ValueError("this model is already quantized; load it again to quantize it another way")
     for module, name in targets:
         check_mode(mode, group_size, getattr(module, name).shape[1])  # all checked before any is changed
+    if mode == "w8a8" and not empty and not fast_int_mm(getattr(*targets[0]).device):
+        warnings.warn(f"w8a8: this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX-512) has no fast "
+                      "int8 x int8 kernel: its products are ~10x slower than int8's; use quantize('int8')",
+                      stacklevel=3)
     for module, name in targets:
         weight = getattr(module, name)
         holder = (QuantizedWeight(tuple(weight.shape), mode, group_size, weight.dtype, weight.device) if empty
@@ -260,6 +267,15 @@ def quantize_transformer(transformer: nn.Module, mode: str, group_size: int = DE
         delattr(module, name)  # the Parameter leaves; the holder (a submodule) takes its name
         setattr(module, name, holder)
     return len(targets)
+
+
+def fast_int_mm(device: torch.device) -> bool:
+    """Whether w8a8's int8 x int8 kernel is fast here: not on a CPU below AVX-512 (no VNNI).
+
+    Measured on an AMD EPYC with AVX2 only (bench/README.md): `torch._int_mm` of 2 rows by a
+    1024 x 4096 weight took 9.4 ms, `_weight_int8pack_mm` (int8) 0.69 ms.
+    """
+    return device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def quantization_of(transformer: nn.Module) -> dict | None:

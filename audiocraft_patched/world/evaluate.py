@@ -98,6 +98,7 @@ def naive_swap(model, encoder: str | Path, seed: int = 0, attribute: str = "desc
 
 def main(argv: list[str] | None = None) -> None:
     from ..models import MusicGen
+    from ..modules.weight_quant import MODES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="default", help="model folder, or 'default' (the embedded model)")
@@ -113,15 +114,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="more model folders to score (e.g. aligned, fine-tuned)")
     parser.add_argument("--png", default=None, help="also write spectrograms of PICTURE_PROMPTS here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="compute dtype of the LM")
+    parser.add_argument("--quantize", default=None, choices=MODES, help="quantize the LM's weights first")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+
+    def load(name: str):
+        model = MusicGen.get_pretrained(name, device="cpu")
+        if args.dtype != "fp32":
+            model.set_dtype(args.dtype)
+        return model.quantize(args.quantize) if args.quantize else model
+
     first = "original" if args.model == "default" else Path(args.model).name
-    rows = {first: MusicGen.get_pretrained(args.model, device="cpu")}
+    rows = {first: load(args.model)}
     for extra in args.also:
-        rows[Path(extra).name] = MusicGen.get_pretrained(extra, device="cpu")
+        rows[Path(extra).name] = load(extra)
     if args.swap_to:
         encoder = minilm_folder() if args.swap_to == "minilm" else args.swap_to
-        rows["naive swap"] = naive_swap(MusicGen.get_pretrained(args.model, device="cpu"), encoder, args.seed)
+        rows["naive swap"] = naive_swap(load(args.model), encoder, args.seed)
     results = {name: {split: evaluate(model, args.n, split, args.seed, args.seconds, args.cfg_coef, args.language)
                       for split in args.splits.split(",")} for name, model in rows.items()}
     print(json.dumps({"chance": chance_adherence(), **results}, indent=1))

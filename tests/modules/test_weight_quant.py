@@ -105,3 +105,20 @@ def test_quantize_transformer_replaces_every_product_weight():
     assert (got - expected).abs().max() < 0.05
     with pytest.raises(ValueError, match="already quantized"):
         quantize_transformer(transformer, "int8")
+
+
+@pytest.mark.parametrize("capability, warns", [("AVX2", True), ("DEFAULT", True), ("AVX512", False)])
+def test_w8a8_warns_where_int_mm_has_no_fast_kernel(monkeypatch, capability, warns):
+    import warnings
+
+    from audiocraft_patched.modules.transformer import StreamingTransformer
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_transformer(StreamingTransformer(16, 2, 1, dim_feedforward=32), "w8a8")
+        quantize_transformer(StreamingTransformer(16, 2, 1, dim_feedforward=32), "int8")  # never
+    messages = [str(w.message) for w in caught if "w8a8" in str(w.message)]
+    assert len(messages) == int(warns), messages
+    if warns:
+        assert capability in messages[0] and "quantize('int8')" in messages[0]

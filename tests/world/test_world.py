@@ -32,6 +32,17 @@ def test_scorer_reads_attributes_of_real_clips():
     assert all(acc[name] >= 0.95 for name in ATTRIBUTES), acc
 
 
+def test_shipped_codec_keeps_every_attribute_hi_hats_included():
+    """The same 36 clips through the shipped codec (encode + decode): density no longer at chance."""
+    from audiocraft_patched.default_model import default_model_dir
+    from audiocraft_patched.models.loaders import load_compression_model
+    from audiocraft_patched.train.codec import roundtrip_adherence
+
+    acc = roundtrip_adherence(load_compression_model(default_model_dir(), device="cpu"))
+    # Measured: instrument 0.92 (quiet high clarinets heard as flutes), every other attribute 1.00.
+    assert acc["density"] >= 0.95 and all(acc[name] >= 0.9 for name in ATTRIBUTES), acc
+
+
 def test_scorer_is_not_fooled_by_wrong_targets():
     rng = np.random.default_rng(5)
     attrs = [random_attributes(rng) for _ in range(12)]

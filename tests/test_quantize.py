@@ -79,8 +79,8 @@ def test_cli_generate_quantize_and_inspect(tiny_musicgen_dir, tmp_path, capsys):
 
 
 # The proving table's protocol (world/evaluate.py), sized for CI: 16 held-out captions, 2 s clips.
-# Measured here at that size (F.linear forced): fp32 0.838, bf16 0.850, int8 0.800, int4 0.812; the
-# sampled clips differ once any weight does, so 80 judgements carry about +-0.04 of noise and 0.03
+# Measured on the previous default at that size (F.linear forced): fp32 0.838, bf16 0.850, int8 0.800,
+# int4 0.812; the sampled clips differ once any weight does, so 80 judgements carry about +-0.04 of noise and 0.03
 # cannot be asserted honestly at this size. With the full protocol (48 captions, 5 s clips) the
 # spread is within 0.03 of fp32 (README, "Quantization").
 def test_world_model_adherence_int8_int4_w8a8_bf16_near_fp32(monkeypatch):

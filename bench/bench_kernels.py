@@ -1,0 +1,51 @@
+"""The weights of one musicgen-small decode step, per product form: which kernel pays on this CPU.
+
+    python bench/bench_kernels.py [threads]
+
+24 layers x (self-attention qkv + out, cross-attention q + out, FFN in + out), 2 rows (CFG at batch
+1), random weights; prints the median and best of 7 rounds for fp32 `F.linear`, bf16 `W @ x.T` and
+our int8 / int4 / w8a8 `QuantizedWeight.linear`. Only the products: no attention, norms or sampling.
+"""
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from audiocraft_patched.modules.weight_quant import QuantizedWeight
+
+SHAPES = [(3072, 1024), (1024, 1024), (1024, 1024), (1024, 1024), (4096, 1024), (1024, 4096)]
+LAYERS, ROWS, ROUNDS = 24, 2, 7
+
+
+def main() -> None:
+    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    torch.manual_seed(0)
+    dense = [torch.randn(n, k) * 0.02 for n, k in SHAPES]
+    forms = {"fp32 F.linear": [(w.shape[1], lambda x, w=w: F.linear(x, w)) for w in dense],
+             "bf16 W @ x.T": [(w.shape[1], lambda x, w=w.bfloat16(): w @ x.bfloat16().T) for w in dense]}
+    for mode in ("int8", "int4", "w8a8"):
+        quantized = [QuantizedWeight.quantize(w.bfloat16(), mode, 128) for w in dense]
+        forms[mode] = [(q.shape[1], lambda x, q=q: q.linear(x.bfloat16())) for q in quantized]
+    inputs = {k: torch.randn(ROWS, k) for k in (1024, 4096)}
+
+    def step(products) -> None:
+        for _ in range(LAYERS):
+            for width, product in products:
+                product(inputs[width])
+
+    print(f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    with torch.no_grad():
+        for name, products in forms.items():
+            step(products)  # warm: kernels' first-use layouts
+            times = []
+            for _ in range(ROUNDS):
+                start = time.perf_counter()
+                step(products)
+                times.append(time.perf_counter() - start)
+            times.sort()
+            print(f"{name:14s} median {times[ROUNDS // 2] * 1e3:7.1f} ms  best {times[0] * 1e3:7.1f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()

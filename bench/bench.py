@@ -28,6 +28,10 @@ sys.path.insert(0, str(HERE))
 
 from bench_run import MEMORY_IMPLS  # noqa: E402  (imports torch, not the Hugging Face libraries)
 
+# Shorter than 2K - 1 tokens (K = 4 codebooks in both shapes), transformers' MusicGen builds no delay
+# pattern (`build_delay_pattern_mask`) and returns its whole sequence (frames + 3 columns), whose
+# tokens cannot be compared with the others'.
+MIN_FRAMES = 3
 QUICK = {"frames": 8, "reps": 3, "decode_frames": 50, "cond_reps": 10,
          "memory": "upstream,ours,transformers", "upstream_bf16": False,
          "fast_frames": 8, "long_frames": 0, "long_reps": 1, "first_audio_reps": 0}
@@ -77,6 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "--batches must be >= 1")
     if min(args.long_frames, args.first_audio_reps) < 0:
         p.error("--long-frames and --first-audio-reps must be >= 0")
+    short = [f"{name} {value}" for name, value in (("--frames", args.frames), ("--fast-frames", args.fast_frames),
+                                                    ("--long-frames", args.long_frames))
+             if 0 < value < MIN_FRAMES]
+    if short:
+        p.error(f"{', '.join(short)}: generate at least {MIN_FRAMES} frames "
+                f"(below that, transformers' MusicGen returns its delay-pattern sequence, not frames; "
+                f"--long-frames 0 skips the long runs)")
     return args
 
 

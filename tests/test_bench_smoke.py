@@ -153,3 +153,7 @@ def test_bad_arguments_are_explained(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--memory", "gpt2"])
     assert "unknown implementations ['gpt2']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--frames", "2"])
+    assert "--frames 2: generate at least 3 frames" in capsys.readouterr().err
+    bench.parse_args(["--frames", "3", "--long-frames", "0"])  # the smallest valid lengths

@@ -52,10 +52,10 @@ def generate_clips(model, texts: list[str], seconds: float = CLIP_SECONDS, seed:
 
 
 def evaluate(model, n: int = 48, split: str = "heldout", seed: int = 0, seconds: float = CLIP_SECONDS,
-             cfg_coef: float = 3.0, language: str = "en") -> dict[str, float]:
+             cfg_coef: float = 3.0, language: str = "en", top_k: int = 250) -> dict[str, float]:
     """Adherence (per attribute and 'mean') of `model` on `n` balanced captions of `split` in `language`."""
     attrs, texts = balanced_prompts(n, split, seed, language)
-    return adherence(generate_clips(model, texts, seconds, seed, cfg_coef), attrs)
+    return adherence(generate_clips(model, texts, seconds, seed, cfg_coef, top_k), attrs)
 
 
 # The prompts of the README's spectrogram picture, top to bottom.
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=CLIP_SECONDS)
     parser.add_argument("--cfg-coef", type=float, default=3.0)
+    parser.add_argument("--top-k", type=int, default=250, help="sampling's top-k (the protocol: 250)")
     parser.add_argument("--splits", default="train,heldout")
     parser.add_argument("--language", default="en", choices=("en", "zh"), help="language of the captions")
     parser.add_argument("--swap-to", default=None,
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.swap_to:
         encoder = minilm_folder() if args.swap_to == "minilm" else args.swap_to
         rows["naive swap"] = naive_swap(load(args.model), encoder, args.seed)
-    results = {name: {split: evaluate(model, args.n, split, args.seed, args.seconds, args.cfg_coef, args.language)
+    results = {name: {split: evaluate(model, args.n, split, args.seed, args.seconds, args.cfg_coef, args.language,
+                                      args.top_k)
                       for split in args.splits.split(",")} for name, model in rows.items()}
     print(json.dumps({"chance": chance_adherence(), **results}, indent=1))
     if args.png:

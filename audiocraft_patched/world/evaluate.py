@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="compute dtype of the LM")
     parser.add_argument("--quantize", default=None, choices=MODES, help="quantize the LM's weights first")
     args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k must be >= 1, got {args.top_k}")
     torch.set_num_threads(args.threads)
 
     def load(name: str):

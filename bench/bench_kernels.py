@@ -4,9 +4,9 @@
 
 24 layers x (self-attention qkv + out, cross-attention q + out, FFN in + out), 2 rows (CFG at batch
 1), random weights; prints the median and best of 7 rounds for fp32 `F.linear`, bf16 `W @ x.T` and
-our int8 / int4 / w8a8 `QuantizedWeight.linear`, and torch.ao's dynamic int8 (fbgemm: int8 weights per
-channel, activations quantized per tensor at each product) where torch has it. Only the products:
-no attention, norms or sampling.
+our int8 / int4 / w8a8 `QuantizedWeight.linear`, and torch.ao's dynamic int8 (`quantize_dynamic`
+of Linear layers, as in the bench's transformers int8 row: fbgemm's kernel, activations quantized
+per tensor at each product). Only the products: no attention, norms or sampling.
 """
 import sys
 import time
@@ -14,6 +14,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from audiocraft_patched.modules.weight_quant import QuantizedWeight
 
@@ -30,15 +31,16 @@ def main() -> None:
     for mode in ("int8", "int4", "w8a8"):
         quantized = [QuantizedWeight.quantize(w.bfloat16(), mode, 128) for w in dense]
         forms[mode] = [(q.shape[1], lambda x, q=q: q.linear(x.bfloat16())) for q in quantized]
-    if "fbgemm" in torch.backends.quantized.supported_engines:  # torch.ao's dynamic int8, for comparison
-        torch.backends.quantized.engine = "fbgemm"
-        with warnings.catch_warnings():  # torch deprecates its quantized tensors (this API) for removal
-            warnings.simplefilter("ignore", UserWarning)
-            packed = [torch.ops.quantized.linear_prepack(torch.quantize_per_channel(
-                w, w.abs().amax(dim=1) / 127, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8), None)
-                for w in dense]
-        forms["fbgemm dynamic"] = [(w.shape[1], lambda x, p=p: torch.ops.quantized.linear_dynamic(x, p))
-                                   for w, p in zip(dense, packed)]
+    with warnings.catch_warnings():  # torch deprecates torch.ao quantization for removal
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        # As bench_fast's "transformers int8 (torch.ao)" row quantizes the Linear layers.
+        linears = [nn.Linear(w.shape[1], w.shape[0], bias=False) for w in dense]
+        for linear, w in zip(linears, dense):
+            linear.weight.data.copy_(w)
+        dynamic = quantize_dynamic(nn.Sequential(*linears), {nn.Linear}, dtype=torch.qint8)
+    forms["torch.ao int8"] = [(w.shape[1], layer) for w, layer in zip(dense, dynamic)]
     inputs = {k: torch.randn(ROWS, k) for k in (1024, 4096)}
 
     def step(products) -> None:

@@ -373,9 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true",
                      help="write the WAV while generating (valid at every moment; 16-bit, clipped, not normalised); "
                           "one prompt, one window. -o - writes the WAV to stdout (implies --stream)")
-    gen.add_argument("--quantize", choices=["int8", "int4", "w8a8"], default=None,
-                     help="LM weights in int8 (per channel) or int4 (groups of 128), activations in --dtype; "
-                          "w8a8: int8 weights and activations (faster int8 kernel, more rounding)")
+    gen.add_argument("--quantize", choices=["int8", "int4", "w8a8", "int8-dynamic"], default=None,
+                     help="LM weights in int8 (per channel) or int4 (groups of 128), activations in --dtype "
+                          "(use --dtype bf16 with them: their float32 path is slow below AVX-512); w8a8: int8 "
+                          "weights and activations (fast with AVX-512); int8-dynamic: torch.ao's dynamic int8 "
+                          "(fbgemm; the fastest on AVX2 CPUs, any --dtype; more rounding)")
     gen.add_argument("--compile", action="store_true",
                      help="compile the LM's decode step with torch.compile (needs a C++ compiler; the first "
                           "generation pays 10 s to 2 min, then steps are ~10-15%% faster; not for MAGNeT)")

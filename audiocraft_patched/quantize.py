@@ -1,4 +1,4 @@
-"""Quantized MusicGen checkpoints: write a folder whose LM holds int8/int4 (or w8a8) weights.
+"""Quantized MusicGen checkpoints: write a folder whose LM holds int8/int4 (or w8a8, int8-dynamic) weights.
 
 No upstream counterpart. `MusicGen.quantize` quantizes in memory (`modules/weight_quant.py`);
 `save_quantized` writes the LM through the one checkpoint writer (`utils/export.py`), its
@@ -31,7 +31,8 @@ def describe_quantization(lm) -> str:
     if quantized is None:
         return "dense (not quantized)"
     size, dense = quantized_bytes(lm)
-    how = {"int8": "per output channel", "w8a8": "per output channel, activations int8 per row"}.get(
+    how = {"int8": "per output channel", "w8a8": "per output channel, activations int8 per row",
+           "int8-dynamic": "per output channel, activations 7-bit per product input (fbgemm)"}.get(
         quantized["mode"], f"groups of {quantized['group_size']}")
     return (f"{quantized['mode']} ({how}), transformer linear weights {size / 1e6:.2f} MB "
             f"(float32: {dense / 1e6:.2f} MB); embeddings and heads dense")
@@ -45,7 +46,8 @@ def save_quantized(model, out: str | Path, overwrite: bool = False) -> dict[str,
     """
     quantized = quantization_of(model.lm.transformer)
     if quantized is None:
-        raise ValueError("the model is not quantized; call model.quantize('int8', 'int4' or 'w8a8') first")
+        raise ValueError("the model is not quantized; call model.quantize('int8', 'int4', 'w8a8' or "
+                         "'int8-dynamic') first")
     try:
         codec = resolve_file(model.name, COMPRESSION_FILE)
     except (OSError, ValueError) as exc:

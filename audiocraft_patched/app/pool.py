@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 DTYPES = ("fp32", "bf16")
-QUANTIZATIONS = ("none", "int8", "int4", "w8a8")  # `MusicGen.quantize`: the LM's transformer
+QUANTIZATIONS = ("none", "int8", "int4", "w8a8", "int8-dynamic")  # `MusicGen.quantize`: the LM's transformer
 MAX_DURATION_S = 30.0  # a page request longer than this is refused: the machine is shared by every user
 
 

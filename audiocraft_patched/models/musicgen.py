@@ -189,7 +189,10 @@ class MusicGen:
         (default 128, which must divide the layers' widths). Both are weight-only: activations keep
         the compute dtype (`set_dtype`). 'w8a8': int8's weights, and each product's input rounded to
         int8 per row as well, for `torch._int_mm` (fast only with AVX-512: elsewhere it warns; more
-        error). Embeddings, output heads, conditioner projections and the codec stay dense.
+        error). 'int8-dynamic': int8's weights with torch.ao's dynamic int8 activations (7 bits, one
+        scale and zero point per product input), fbgemm's kernel: the fastest on AVX2 CPUs, in any
+        compute dtype. Below AVX-512, int8/int4 want `set_dtype('bf16')` first (float32 activations
+        take torch's slow path there; it warns). Embeddings, output heads, conditioner projections and the codec stay dense.
         `include_text_encoder` also quantizes the frozen text encoders' Linears (in memory only:
         frozen encoders are not part of checkpoints). `audiocraft_patched.quantize.save_quantized`
         writes the result as a checkpoint folder.

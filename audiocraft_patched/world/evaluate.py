@@ -38,12 +38,12 @@ def balanced_prompts(n: int, split: str = "heldout", seed: int = 0, language: st
 
 @torch.no_grad()
 def generate_clips(model, texts: list[str], seconds: float = CLIP_SECONDS, seed: int = 0, cfg_coef: float = 3.0,
-                   top_k: int = 250, batch: int = 16) -> np.ndarray:
+                   top_k: int = 250, batch: int = 16, temperature: float = 1.0) -> np.ndarray:
     """[N, seconds * SAMPLE_RATE] clips, one per text, sampled under `seed`."""
     if model.sample_rate != SAMPLE_RATE or model.audio_channels != 1:
         raise ValueError(f"world models are {SAMPLE_RATE} Hz mono; got {model.sample_rate} Hz, "
                          f"{model.audio_channels} channels")
-    model.set_generation_params(duration=seconds, top_k=top_k, cfg_coef=cfg_coef)
+    model.set_generation_params(duration=seconds, top_k=top_k, cfg_coef=cfg_coef, temperature=temperature)
     torch.manual_seed(seed)
     out = []
     for i in range(0, len(texts), batch):
@@ -52,10 +52,11 @@ def generate_clips(model, texts: list[str], seconds: float = CLIP_SECONDS, seed:
 
 
 def evaluate(model, n: int = 48, split: str = "heldout", seed: int = 0, seconds: float = CLIP_SECONDS,
-             cfg_coef: float = 3.0, language: str = "en", top_k: int = 250) -> dict[str, float]:
+             cfg_coef: float = 3.0, language: str = "en", top_k: int = 250,
+             temperature: float = 1.0) -> dict[str, float]:
     """Adherence (per attribute and 'mean') of `model` on `n` balanced captions of `split` in `language`."""
     attrs, texts = balanced_prompts(n, split, seed, language)
-    return adherence(generate_clips(model, texts, seconds, seed, cfg_coef, top_k), attrs)
+    return adherence(generate_clips(model, texts, seconds, seed, cfg_coef, top_k, temperature=temperature), attrs)
 
 
 # The prompts of the README's spectrogram picture, top to bottom.
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=CLIP_SECONDS)
     parser.add_argument("--cfg-coef", type=float, default=3.0)
     parser.add_argument("--top-k", type=int, default=250, help="sampling's top-k (the protocol: 250)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling's temperature (the protocol: 1)")
     parser.add_argument("--splits", default="train,heldout")
     parser.add_argument("--language", default="en", choices=("en", "zh"), help="language of the captions")
     parser.add_argument("--swap-to", default=None,
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be >= 1, got {args.top_k}")
+    if not args.temperature > 0:
+        parser.error(f"--temperature must be > 0, got {args.temperature}")
     torch.set_num_threads(args.threads)
 
     def load(name: str):
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         encoder = minilm_folder() if args.swap_to == "minilm" else args.swap_to
         rows["naive swap"] = naive_swap(load(args.model), encoder, args.seed)
     results = {name: {split: evaluate(model, args.n, split, args.seed, args.seconds, args.cfg_coef, args.language,
-                                      args.top_k)
+                                      args.top_k, args.temperature)
                       for split in args.splits.split(",")} for name, model in rows.items()}
     print(json.dumps({"chance": chance_adherence(), **results}, indent=1))
     if args.png:

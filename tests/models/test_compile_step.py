@@ -133,11 +133,13 @@ def assert_one_graph_with(model, reference):
     assert not torch._dynamo.utils.counters["graph_break"]
 
 
-def test_w8a8_compiles_one_graph_with_the_eager_tokens(model):
-    """The int8 x int8 product (`torch._int_mm`) and the per-row rounding of its input trace into the graph."""
+@pytest.mark.parametrize("mode", ["w8a8", "int8-dynamic"])
+def test_int8_activation_modes_compile_one_graph_with_the_eager_tokens(model, mode):
+    """The int8 x int8 product (`torch._int_mm`) and the per-row rounding of its input trace into the graph;
+    so does fbgemm's dynamic product (its packed weights made eagerly, before tracing)."""
     if lm_module.compiler_note() is not None:
         pytest.skip(lm_module.compiler_note())
-    model.quantize("w8a8")
+    model.quantize(mode)
     reference = tokens(model)
     assert_one_graph_with(model, reference)
 

@@ -192,7 +192,8 @@ class MusicGen:
         error). 'int8-dynamic': int8's weights with torch.ao's dynamic int8 activations (7 bits, one
         scale and zero point per product input), fbgemm's kernel: the fastest on AVX2 CPUs, in any
         compute dtype. Below AVX-512, int8/int4 want `set_dtype('bf16')` first (float32 activations
-        take torch's slow path there; it warns). Embeddings, output heads, conditioner projections and the codec stay dense.
+        take torch's slow path there; it warns). Embeddings, output heads, conditioner projections and
+        the codec stay dense.
         `include_text_encoder` also quantizes the frozen text encoders' Linears (in memory only:
         frozen encoders are not part of checkpoints). `audiocraft_patched.quantize.save_quantized`
         writes the result as a checkpoint folder.

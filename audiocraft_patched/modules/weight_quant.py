@@ -360,7 +360,8 @@ def quantize_transformer(transformer: nn.Module, mode: str, group_size: int = DE
                       "int8 x int8 kernel: its products are ~10x slower than int8's; use quantize('int8-dynamic') "
                       "(or 'int8' after set_dtype('bf16'))",
                       stacklevel=3)
-    if mode in ("int8", "int4") and not empty and first.dtype == torch.float32 and not fast_float32_kernels(first.device):
+    slow_float32 = first.dtype == torch.float32 and not fast_float32_kernels(first.device)
+    if mode in ("int8", "int4") and not empty and slow_float32:
         warnings.warn(f"{mode} with float32 activations: on this CPU ({torch.backends.cpu.get_cpu_capability()}, "
                       "no AVX-512) torch's weight-only kernels are ~15x slower in float32 than in bfloat16; "
                       "call set_dtype('bf16') before quantizing (CLI: --dtype bf16), or use 'int8-dynamic'",

@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_run import MEMORY_IMPLS  # noqa: E402  (imports torch, not the Hugging Face libraries)
+from bench_run import MEMORY_IMPLS, QUANTIZED_MEMORY  # noqa: E402  (imports torch, not the Hugging Face libraries)
 
 # Shorter than 2K - 1 tokens (K = 4 codebooks in both shapes), transformers' MusicGen builds no delay
 # pattern (`build_delay_pattern_mask`) and returns its whole sequence (frames + 3 columns), whose
@@ -36,7 +36,8 @@ QUICK = {"frames": 8, "reps": 3, "decode_frames": 50, "cond_reps": 10,
          "memory": "upstream,ours,transformers", "upstream_bf16": False,
          "fast_frames": 8, "long_frames": 0, "long_reps": 1, "first_audio_reps": 0}
 FULL = {"frames": 24, "reps": 7, "decode_frames": 250, "cond_reps": 30,
-        "memory": "upstream,ours,ours-bf16,ours-int8,ours-int4,transformers,transformers-bf16", "upstream_bf16": True,
+        "memory": "upstream,ours,ours-bf16,ours-int8,ours-int4,ours-int8-dynamic,transformers,transformers-bf16",
+        "upstream_bf16": True,
         "fast_frames": 50, "long_frames": 500, "long_reps": 1, "first_audio_reps": 3}
 
 
@@ -177,13 +178,16 @@ class Models:
             if dtype != torch.float32:
                 model.lm.to(dtype)  # not an upstream option (it autocasts on GPU only); for reference
             return model
-        if impl in ("ours-int8", "ours-int4"):  # the quantized checkpoint bench_fast saved, as users load it
+        if impl in QUANTIZED_MEMORY:  # the quantized checkpoint bench_fast saved, as users load it
+            from bench_fast import compute_dtype
+
             from audiocraft_patched.models import MusicGen
 
-            folder = self.workdir / f"export-{impl.removeprefix('ours-')}"
+            weights = impl.removeprefix("ours-")
+            folder = self.workdir / f"export-{weights}"
             if not (folder / "quantized-from.json").is_file():
                 raise RuntimeError(f"{folder} is missing: the fast-path section saves it (run without --no-fast)")
-            return MusicGen.get_pretrained(str(folder), device="cpu", dtype=torch.bfloat16)
+            return MusicGen.get_pretrained(str(folder), device="cpu", dtype=compute_dtype(weights))
         if impl.startswith("ours"):
             return bb.load_ours(self.export, dtype)[0]
         return bh.load(self.hf_dir, dtype)

@@ -1,11 +1,12 @@
-"""The fast paths, on the same weights: ours quantized (int8, int4, w8a8) and compiled, against the peers' best
-CPU options, at a short and a long generation; their error against float32; ours' time to first audio.
+"""The fast paths, on the same weights: ours quantized (int8, int4, int8-dynamic, w8a8) and compiled, against the
+peers' best CPU options, at a short and a long generation; their error against float32; ours' time to first audio.
 
 Rows (batch 1, greedy, CFG 3):
 - upstream float32 (its CPU path); transformers float32, and with `torch.ao`'s dynamic int8 on every
   Linear (its documented CPU quantization);
-- ours in float32, bfloat16, int8 and int4 (weight-only, bfloat16 activations) and w8a8 (int8 weights and
-  activations), each int/bf16 one eager and compiled (`MusicGen.compile_step`).
+- ours in float32, bfloat16, int8 and int4 (weight-only, bfloat16 activations), int8-dynamic (int8 weights,
+  torch.ao's 7-bit dynamic activations through fbgemm, float32 elsewhere: its kernel's dtype) and w8a8 (int8
+  weights and activations), each int/bf16 one eager and compiled (`MusicGen.compile_step`).
 Each compiled row's model is warmed at each length before it is timed; the compile time is reported.
 """
 from __future__ import annotations
@@ -27,9 +28,14 @@ from audiocraft_patched.modules.weight_quant import fast_int_mm
 
 TEXT = ["calm piano with soft drums"]
 # w8a8 only where its int8 x int8 kernel is fast (AVX-512): on an AVX2 CPU a 10 s run would take ~20 min.
-QUANTIZED = ("int8", "int4") + (("w8a8",) if fast_int_mm(torch.device("cpu")) else ())
+QUANTIZED = ("int8", "int4", "int8-dynamic") + (("w8a8",) if fast_int_mm(torch.device("cpu")) else ())
 COMPILED = ("bf16",) + QUANTIZED  # the ours variants also timed compiled
-SAVED = ("int8", "int4")  # the quantized checkpoints saved for the memory workers
+SAVED = ("int8", "int4", "int8-dynamic")  # the quantized checkpoints saved for the memory workers
+
+
+def compute_dtype(weights: str) -> torch.dtype:
+    """The activations' dtype of a variant: float32 for int8-dynamic (fbgemm's), else bfloat16."""
+    return torch.float32 if weights == "int8-dynamic" else torch.bfloat16
 
 
 def log(message: str) -> None:
@@ -42,8 +48,9 @@ def group_size(shape: bb.Shape) -> int:
 
 
 def ours_variant(ours, weights: str, shape: bb.Shape):
-    """A copy of our float32 model in bfloat16, int8, int4 (weight-only; activations bfloat16) or w8a8."""
-    model, _ = bb.cast_ours(bb.with_own_lm(ours), torch.bfloat16)
+    """A copy of our float32 model in bfloat16, int8, int4 (weight-only; activations bfloat16), int8-dynamic
+    (activations float32) or w8a8."""
+    model, _ = bb.cast_ours(bb.with_own_lm(ours), compute_dtype(weights))
     if weights != "bf16":
         model.quantize(weights, group_size=group_size(shape))
     return model

@@ -3,10 +3,11 @@
     python bench/bench_kernels.py [threads]
 
 24 layers x (self-attention qkv + out, cross-attention q + out, FFN in + out), 2 rows (CFG at batch
-1), random weights; prints the median and best of 7 rounds for fp32 `F.linear`, bf16 `W @ x.T` and
-our int8 / int4 / w8a8 `QuantizedWeight.linear`, and torch.ao's dynamic int8 (`quantize_dynamic`
-of Linear layers, as in the bench's transformers int8 row: fbgemm's kernel, activations quantized
-per tensor at each product). Only the products: no attention, norms or sampling.
+1), random weights; prints the median and best of 7 rounds for fp32 `F.linear`, bf16 `W @ x.T`,
+our int8 / int4 / w8a8 `QuantizedWeight.linear` (bfloat16 activations) and int8-dynamic (float32),
+and torch.ao's dynamic int8 (`quantize_dynamic` of Linear layers, as in the bench's transformers
+int8 row: fbgemm's kernel, activations quantized per tensor at each product).
+Only the products: no attention, norms or sampling.
 """
 import sys
 import time
@@ -31,6 +32,8 @@ def main() -> None:
     for mode in ("int8", "int4", "w8a8"):
         quantized = [QuantizedWeight.quantize(w.bfloat16(), mode, 128) for w in dense]
         forms[mode] = [(q.shape[1], lambda x, q=q: q.linear(x.bfloat16())) for q in quantized]
+    dynamic_ours = [QuantizedWeight.quantize(w, "int8-dynamic") for w in dense]
+    forms["int8-dynamic"] = [(q.shape[1], lambda x, q=q: q.linear(x)) for q in dynamic_ours]
     with warnings.catch_warnings():  # torch deprecates torch.ao quantization for removal
         warnings.simplefilter("ignore")
         from torch.ao.quantization import quantize_dynamic

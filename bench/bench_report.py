@@ -86,7 +86,8 @@ def fast_report(fast: dict | None, s: dict) -> list[str]:
                        _fmt(r["warm_s"], ".0f")] for r in rows]
         out += [f"Fast paths: batch 1, greedy, CFG 3, {frames} frames ({frames / 50:g} s at 50 frames/s), no decoding; "
                 f"median of {len(rows[0]['seconds'])} interleaved round(s). int8/int4: weight-only, bfloat16 "
-                "activations; w8a8: int8 weights and activations; compiled: MusicGen.compile_step, warmed (compiled) "
+                "activations; int8-dynamic: int8 weights, 7-bit dynamic activations (fbgemm), float32; w8a8: int8 "
+                "weights and activations; compiled: MusicGen.compile_step, warmed (compiled) "
                 "at this length first (warm s).",
                 table(["impl", "ms/step", "best", "x upstream", "equal tokens", "warm s"], table_rows), ""]
     rows = [[e["impl"], f"{e['max_abs_err']:.3f}", f"{e['mean_abs_err']:.4f}", f"{e['logit_std']:.2f}",

@@ -23,7 +23,8 @@ from bench_build import with_own_lm
 # largest |value|, that still counts as "the same weights": summation order differs, nothing else.
 TOLERANCE = 1e-4
 IMPLS = ("upstream", "upstream-bf16", "ours", "ours-bf16", "transformers", "transformers-bf16")
-MEMORY_IMPLS = IMPLS + ("ours-int8", "ours-int4")  # the quantized ones: checkpoints saved by bench_fast
+QUANTIZED_MEMORY = ("ours-int8", "ours-int4", "ours-int8-dynamic")  # checkpoints saved by bench_fast
+MEMORY_IMPLS = IMPLS + QUANTIZED_MEMORY
 # Whose tokens each implementation's are compared with (greedy decoding, same prompts).
 REFERENCE = {"upstream-bf16": "upstream", "ours": "upstream", "ours-bf16": "ours", "transformers": "ours",
              "transformers-bf16": "transformers"}
@@ -204,7 +205,7 @@ def run_all(args, models_cls, hf_cache: Path, run_child) -> dict:
     for impl in args.memory:
         if impl.startswith("upstream") and bb.import_upstream() is None:
             continue
-        if impl in ("ours-int8", "ours-int4") and not args.fast:
+        if impl in QUANTIZED_MEMORY and not args.fast:
             log(f"peak memory of {impl}: left out (its checkpoint is saved by the fast-path section)")
             continue
         log(f"peak memory of {impl} (fresh process) ...")

@@ -39,8 +39,9 @@ def results(tiny_t5_dir, tmp_path_factory):
     patch.setattr(lm, "compiler_note", lambda: "no compiler (bench smoke test)")
     try:
         results = bench.main(["--shape", "tiny", "--frames", "3", "--reps", "1", "--batches", "1,2",
-                              "--decode-frames", "5", "--cond-reps", "2", "--memory", "ours,ours-int8", "--threads",
-                              "1", "--fast-frames", "3", "--long-frames", "6", "--first-audio-reps", "1",
+                              "--decode-frames", "5", "--cond-reps", "2",
+                              "--memory", "ours,ours-int8-dynamic", "--threads", "1", "--fast-frames", "3",
+                              "--long-frames", "6", "--first-audio-reps", "1",
                               "--workdir", str(out / "work"), "--hf-cache", os.environ["HF_HUB_CACHE"],
                               "--json", str(out / "results.json")])
     finally:
@@ -99,7 +100,7 @@ def test_conditioning_decode_memory(results):
         assert (c["hit_ms"] is not None) == (c["cached_miss_ms"] is not None) == cacheable
     assert {"ours", "transformers"} <= {d["impl"] for d in results["decode"]}
     assert all(d["ms"] > 0 and d["frames"] == 5 for d in results["decode"])
-    assert [m["impl"] for m in results["memory"]] == ["ours", "ours-int8"]
+    assert [m["impl"] for m in results["memory"]] == ["ours", "ours-int8-dynamic"]
     for memory in results["memory"]:
         assert 0 < memory["imports_mib"] <= memory["load_peak_mib"] <= memory["peak_mib"]
         assert memory["load_s"] > 0
@@ -110,7 +111,7 @@ def test_fast_path_rows(results):
     short, long = fast["lengths"]
     w8a8 = {"ours w8a8"} if fast_int_mm(torch.device("cpu")) else set()  # its kernel is slow below AVX-512
     expected = {"transformers fp32", "transformers int8 (torch.ao)", "ours fp32", "ours bf16", "ours int8",
-                "ours int4"} | w8a8 | ({"upstream fp32"} if upstream_installed() else set())
+                "ours int4", "ours int8-dynamic"} | w8a8 | ({"upstream fp32"} if upstream_installed() else set())
     for rows, frames in ((short, 3), (long, 6)):
         assert {r["impl"] for r in rows} == expected  # compiled rows left out: no compiler (patched)
         for r in rows:

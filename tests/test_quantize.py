@@ -83,10 +83,10 @@ def test_cli_generate_quantize_and_inspect(tiny_musicgen_dir, tmp_path, capsys):
 
 
 # The proving table's protocol (world/evaluate.py), sized for CI: 16 held-out captions, 2 s clips.
-# Measured on the shipped default at that size (F.linear forced, AMD EPYC): fp32 0.788, bf16 0.838,
-# int8 0.850, int4 0.850; the sampled clips differ once any weight does, so 80 judgements carry about
-# +-0.04 of noise (a difference of two such scores, +-0.06) and 0.03 cannot be asserted honestly at
-# this size: 0.08 is. With the full protocol (48 captions, 5 s clips) the
+# Measured on the shipped default at that size (F.linear forced, AMD EPYC): fp32 0.938, bf16 0.963,
+# int8 0.912, int4 0.875, w8a8 0.938, int8-dynamic 0.950; the sampled clips differ once any weight
+# does, so 80 judgements carry about +-0.04 of noise (a difference of two such scores, +-0.06) and
+# 0.03 cannot be asserted honestly at this size: 0.08 is. With the full protocol (48 captions, 5 s clips) the
 # spread is within 0.03 of fp32 (README, "Quantization").
 def test_world_model_adherence_of_every_quantization_and_bf16_near_fp32(monkeypatch):
     from audiocraft_patched.world.analyze import chance_adherence

@@ -107,12 +107,12 @@ def test_cli_negative(tmp_path, tiny_musicgen_dir, capsys):
 
 
 def test_on_the_world_model_a_negative_prompt_is_heard_less():
-    """24 seeds, each a batch of [no negative, negative]: the README's numbers (trumpet 10 -> 0, quiet 12 -> 0)."""
+    """24 seeds, each a batch of [no negative, negative]: the README's numbers (flute 11 -> 3, quiet 19 -> 0)."""
     from audiocraft_patched.world.analyze import analyze
 
     model = MusicGen.get_pretrained("default", device="cpu")
     model.set_generation_params(duration=1.0)
-    cases = (("a loud fast melody in a high register with busy hi-hats", "instrument", "trumpet"),
+    cases = (("a loud fast melody in a high register with busy hi-hats", "instrument", "flute"),
              ("a fast flute melody in a high register with busy hi-hats", "loudness", "quiet"))
     for caption, attribute, negative in cases:
         heard = [0, 0]
@@ -121,4 +121,4 @@ def test_on_the_world_model_a_negative_prompt_is_heard_less():
             clips = model.generate([caption, caption], negative_prompts=[None, negative])[:, 0].numpy()
             for i, clip in enumerate(clips):
                 heard[i] += analyze(clip)[attribute] == negative
-        assert heard[0] >= 8 and heard[1] <= heard[0] - 8, (negative, heard)
+        assert heard[0] >= 8 and heard[1] <= min(heard[0] - 6, heard[0] / 2), (negative, heard)

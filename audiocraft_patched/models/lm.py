@@ -164,6 +164,11 @@ def _decode(lm: "LMModel", x: torch.Tensor, pos_emb: torch.Tensor, cross_kv: lis
 _CAPACITY_BUCKET = 256  # fixed-shape caches are rounded up to this: one compiled graph per bucket, not per length
 _WINDOW_BLOCK = 64  # a fixed-shape step attends to the filled slots rounded up to this, not to the whole capacity
 _compiled_decode: Callable | None = None  # torch.compile(_decode), made at first use
+# Dynamo keeps one graph per batch size, capacity bucket and weight mode, all on `_decode`'s code, and past
+# its recompile_limit (8 by default) it runs that frame eager with only a log line: a process with a few
+# quantized models, or long and short generations, lost the compiled step (seen in the bench: 5 compiled
+# variants at 2 lengths).
+_RECOMPILE_LIMIT = 64
 
 
 def compiler_note() -> str | None:
@@ -340,7 +345,14 @@ class LMModel(nn.Module):
     def _compiled(self) -> Callable:
         global _compiled_decode
         if _compiled_decode is None:
-            _compiled_decode = torch.compile(_decode)  # static shapes, but for the text length (mark_dynamic)
+            compiled = torch.compile(_decode)  # static shapes, but for the text length (mark_dynamic)
+
+            def run(*args):  # the limit raised for this function's calls only (~10 us a step)
+                limit = max(_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
+                with torch._dynamo.config.patch(recompile_limit=limit):
+                    return compiled(*args)
+
+            _compiled_decode = run
         return _compiled_decode
 
     def _step(self, stream: _Stream, sequence: torch.Tensor, capacity: int) -> torch.Tensor:

@@ -163,7 +163,7 @@ def _decode(lm: "LMModel", x: torch.Tensor, pos_emb: torch.Tensor, cross_kv: lis
 
 _CAPACITY_BUCKET = 256  # fixed-shape caches are rounded up to this: one compiled graph per bucket, not per length
 _WINDOW_BLOCK = 64  # a fixed-shape step attends to the filled slots rounded up to this, not to the whole capacity
-_compiled_decode: Callable | None = None  # torch.compile(_decode), made at first use
+_compiled_decode: Callable | None = None  # torch.compile(_decode) under the raised limit below, made at first use
 # Dynamo keeps one graph per batch size, capacity bucket and weight mode, all on `_decode`'s code, and past
 # its recompile_limit (8 by default) it runs that frame eager with only a log line: a process with a few
 # quantized models, or long and short generations, lost the compiled step (seen in the bench: 5 compiled

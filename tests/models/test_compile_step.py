@@ -56,7 +56,7 @@ def test_compiled_step_gives_the_eager_tokens(model):
     assert torch.equal(compiled, tokens(model))
 
 
-def test_more_graphs_than_dynamos_recompile_limit_stay_compiled(model, monkeypatch):
+def test_more_graphs_than_dynamos_recompile_limit_stay_compiled(model):
     """One graph per batch size (and capacity bucket, quantization mode) of the one compiled `_decode`: past
     dynamo's recompile_limit (8 by default, here 1) dynamo would run eager without an error, so the compiled
     step raises the limit for its own calls."""
@@ -64,14 +64,14 @@ def test_more_graphs_than_dynamos_recompile_limit_stay_compiled(model, monkeypat
         pytest.skip(lm_module.compiler_note())
     batches = (TEXTS, TEXTS[:1])
     references = [tokens(model, texts) for texts in batches]
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    model.compile_step()
-    for texts, reference in zip(batches, references):
-        assert torch.equal(tokens(model, texts), reference)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        model.compile_step()
+        for texts, reference in zip(batches, references):
+            assert torch.equal(tokens(model, texts), reference)
+        assert torch._dynamo.config.recompile_limit == 1  # the user's setting is back after each step
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # batch 1 compiled too, not eager
-    assert torch._dynamo.config.recompile_limit == 1  # and the user's setting is back
 
 
 def test_without_a_compiler_it_warns_once_and_stays_eager(model, monkeypatch):
